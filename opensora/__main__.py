@@ -1,0 +1,5 @@
+import sys
+
+from opensora.cli import main
+
+sys.exit(main())

@@ -1,0 +1,91 @@
+"""The HunyuanVideo causal 3D VAE (4x8x8, 16 channels) through diffusers' `AutoencoderKLHunyuanVideo`.
+
+The official key names are diffusers' key names, so the official `hunyuan_vae.safetensors` loads
+unchanged. This wrapper adds what the official inference does around the network: the latent
+scale/shift, posterior sampling, and spatial tiling with the official tile size and overlap
+(temporal tiling off: diffusers' frame-wise path differs from the official one).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import AutoencoderKLHunyuanVideo
+from torch import nn
+
+
+@dataclass
+class VAEConfig:
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    latent_channels: int = 16
+    scale_factor: float = 0.476986
+    shift_factor: float = 0.0
+    time_compression: int = 4
+    spatial_compression: int = 8
+    mid_block_add_attention: bool = True
+    spatial_tiling: bool = True
+    tile_size: int = 256  # pixels; the official sample_size
+    tile_overlap_factor: float = 0.25
+
+    def __post_init__(self):
+        self.block_out_channels = tuple(self.block_out_channels)
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Causal compression: the first frame alone, then groups of 4."""
+        return 1 if num_frames == 1 else (num_frames - 1) // self.time_compression + 1
+
+
+class HunyuanVAE(nn.Module):
+    """encode: pixels (B,3,T,H,W) in [-1,1] -> scaled latents; decode: scaled latents -> pixels."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config
+        levels = len(config.block_out_channels)
+        self.model = AutoencoderKLHunyuanVideo(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=config.latent_channels,
+            down_block_types=("HunyuanVideoDownBlock3D",) * levels,
+            up_block_types=("HunyuanVideoUpBlock3D",) * levels,
+            block_out_channels=config.block_out_channels,
+            layers_per_block=config.layers_per_block,
+            norm_num_groups=config.norm_num_groups,
+            scaling_factor=config.scale_factor,
+            spatial_compression_ratio=config.spatial_compression,
+            temporal_compression_ratio=config.time_compression,
+            mid_block_add_attention=config.mid_block_add_attention,
+        )
+        self.set_tiling(config.spatial_tiling, config.tile_size)
+
+    def set_tiling(self, enabled: bool, tile_size: int | None = None) -> None:
+        """Spatial tiling exactly as the official VAE: tiles of `tile_size` px, overlap 1/4."""
+        tile = tile_size or self.config.tile_size
+        stride = int(tile * (1 - self.config.tile_overlap_factor))
+        self.model.use_tiling = enabled
+        self.model.tile_sample_min_height = self.model.tile_sample_min_width = tile
+        self.model.tile_sample_stride_height = self.model.tile_sample_stride_width = stride
+        # The official inference never tiles over time; diffusers' frame-wise path gives other numbers.
+        self.model.use_framewise_encoding = False
+        self.model.use_framewise_decoding = False
+
+    def moments(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and clamped log-variance, unscaled."""
+        posterior = self.model.encode(video).latent_dist
+        return posterior.mean, posterior.logvar
+
+    def encode(
+        self, video: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Scaled latent `scale * (z - shift)`; z is a posterior sample (the official default) or the mean."""
+        mean, logvar = self.moments(video)
+        z = mean
+        if sample:
+            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+            z = mean + torch.exp(0.5 * logvar) * noise
+        return self.config.scale_factor * (z - self.config.shift_factor)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        z = latent / self.config.scale_factor + self.config.shift_factor
+        return self.model.decode(z).sample
