@@ -116,9 +116,12 @@ class OutputWriter:
             stem = f"{index:04d}"
             video_path = self.output_dir / f"{stem}.mp4"
             write_video(video_path, video, fps)
-            sidecar = json.dumps(strip_secrets(settings), indent=2, ensure_ascii=False, default=_json_default)
+            sidecar = json.dumps(
+                strip_secrets(settings), indent=2, ensure_ascii=False, default=_json_default
+            )
             atomic_write_text(self.output_dir / f"{stem}.json", sidecar + "\n")
-            self._append_result(index, text, seed, video_path.relative_to(self.output_dir).as_posix())
+            rel_path = video_path.relative_to(self.output_dir).as_posix()
+            self._append_result(index, text, seed, rel_path)
             return video_path
 
     def _append_result(self, index: int, text: str, seed: int, rel_path: str) -> None:

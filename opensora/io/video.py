@@ -9,6 +9,7 @@ Written files are H.264 (libx264) in yuv420p inside mp4 with the index at the fr
 
 from __future__ import annotations
 
+import numbers
 import os
 import tempfile
 from dataclasses import dataclass
@@ -114,7 +115,8 @@ def write_video(path: PathLike, frames: np.ndarray | torch.Tensor, fps: float) -
     The file is encoded beside the target under a hidden temp name and moved into place with
     ``os.replace``, so readers never see a half-written video.
     """
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not np.isfinite(fps) or fps <= 0:
+    valid_number = isinstance(fps, numbers.Real) and not isinstance(fps, bool)
+    if not valid_number or not np.isfinite(fps) or fps <= 0:
         raise UserError(f"fps is {fps!r}; must be a number > 0 (e.g. 24)")
     data = _make_even(_to_uint8_thwc(frames))
     _, height, width, _ = data.shape
@@ -126,7 +128,8 @@ def write_video(path: PathLike, frames: np.ndarray | torch.Tensor, fps: float) -
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".mp4", dir=path.parent)
     os.close(fd)
     try:
-        with av.open(tmp_name, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        options = {"movflags": "+faststart"}
+        with av.open(tmp_name, mode="w", format="mp4", options=options) as container:
             stream = container.add_stream("libx264", rate=_fps_fraction(float(fps)))
             stream.width = width
             stream.height = height
