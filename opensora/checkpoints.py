@@ -94,3 +94,15 @@ def load_checked(path: Path, expected: dict[str, tuple[int, ...]], what: str) ->
     """Load a safetensors file after checking its key set and shapes against `expected`."""
     check_keys(read_shapes(path), expected, path, what)
     return load_file(str(path))
+
+
+def default_preset_name(ckpt_dir: str | Path | None = None) -> str:
+    """The official 256px model when its files are present, else the bundled demo model, else
+    the tiny random one (so a fresh clone always runs)."""
+    from opensora.presets import available_presets, load_preset
+
+    names = available_presets()
+    for name in ("opensora-v2-256px", "demo"):
+        if name in names and all(s.present for s in file_status(load_preset(name), ckpt_dir)):
+            return name
+    return "tiny-random"

@@ -181,11 +181,9 @@ class OpenSoraPipeline:
         )
 
         # Latent grid (sampler_spec.md, section 2).
-        p = preset.mmdit.patch_size
         latent_t = preset.vae.latent_frames(num_frames)
         latent_h, latent_w = height // preset.vae.spatial_compression, width // preset.vae.spatial_compression
-        channels = preset.mmdit.latent_channels
-        tokens_per_frame = (latent_h // p) * (latent_w // p)
+        shape = (1, preset.mmdit.latent_channels, latent_t, latent_h, latent_w)
 
         text = model_prompt(prompt, defaults.fps, motion)
         txt, y_vec = self.text_encoder.encode([text, negative_prompt, negative_prompt])
@@ -195,30 +193,13 @@ class OpenSoraPipeline:
         ref_generator = torch.Generator(device="cpu").manual_seed(seed)
         ref_latents = self._encode_references(cond_type, reference, height, width, ref_generator)
         references = [ref_latents]
-        shape = (1, channels, latent_t, latent_h, latent_w)
-        cond = None
-        if preset.mmdit.cond_embed:
-            masks, masked_ref = prepare_condition(shape, cond_type, references)
-            cond = pack(torch.cat([masks, masked_ref], dim=1), p).to(self.device, self.dtype)
-        img_ids = image_position_ids(latent_t, latent_h, latent_w, p).to(self.device)
-
-        def latent_callback(step, total, packed):
-            if callback is not None:
-                callback(step, total, unpack(packed, p, latent_t, latent_h, latent_w))
 
         result = GenerationResult(videos=[], settings=[])
         for k in range(num_samples):
             sample_seed = (noise_seed + k) % (SEED_MAX + 1)
             generator = torch.Generator(device="cpu").manual_seed(sample_seed)
             noise = torch.randn(shape, generator=generator, dtype=self.dtype).to(self.device)
-            scheduler = make_scheduler(num_steps, tokens_per_frame, latent_t, defaults.shift, defaults.flow_shift)
-            packed = denoise(
-                self._model_fn, pack(noise, p), cond, txt, y_vec, img_ids, scheduler, options,
-                temporal_ramp=options.scale_temporal_osci and cond_type.startswith("i2v"),
-                latent_frames=latent_t, callback=latent_callback, cancel_event=cancel_event,
-            )
-            latent = unpack(packed, p, latent_t, latent_h, latent_w)
-            latent = replace_reference_frames(latent, cond_type, references)
+            latent = self.sample(noise, txt, y_vec, cond_type, references, options, num_steps, callback, cancel_event)
             video = self.vae.decode(latent.to(self.dtype))[0, :, :num_frames].float().clamp(-1, 1).cpu()
             result.videos.append(video)
             result.latents.append(latent[0].float().cpu())
@@ -249,6 +230,45 @@ class OpenSoraPipeline:
                 }
             )
         return result
+
+    def sample(
+        self,
+        noise: torch.Tensor,
+        txt: torch.Tensor,
+        y_vec: torch.Tensor,
+        cond_type: str,
+        references: list[list[torch.Tensor] | None],
+        options: GuidanceOptions,
+        num_steps: int,
+        callback: StepCallback | None = None,
+        cancel_event=None,
+    ) -> torch.Tensor:
+        """Denoise `noise` (B, C, T, H, W) into the latent the VAE decodes (reference frames put back).
+
+        txt / y_vec hold 3B rows [prompts, negatives, negatives]; references[b] lists item b's
+        reference latents.
+        """
+        p = self.preset.mmdit.patch_size
+        _, _, latent_t, latent_h, latent_w = noise.shape
+        cond = None
+        if self.preset.mmdit.cond_embed:
+            masks, masked_ref = prepare_condition(noise.shape, cond_type, references)
+            cond = pack(torch.cat([masks, masked_ref], dim=1), p).to(self.device, self.dtype)
+        img_ids = image_position_ids(latent_t, latent_h, latent_w, p).to(self.device)
+        tokens_per_frame = (latent_h // p) * (latent_w // p)
+        scheduler = make_scheduler(num_steps, tokens_per_frame, latent_t, self.preset.sampler.shift, self.preset.sampler.flow_shift)
+
+        def latent_callback(step, total, packed):
+            if callback is not None:
+                callback(step, total, unpack(packed, p, latent_t, latent_h, latent_w))
+
+        packed = denoise(
+            self._model_fn, pack(noise, p), cond, txt, y_vec, img_ids, scheduler, options,
+            temporal_ramp=options.scale_temporal_osci and cond_type.startswith("i2v"),
+            latent_frames=latent_t, callback=latent_callback, cancel_event=cancel_event,
+        )
+        latent = unpack(packed, p, latent_t, latent_h, latent_w)
+        return replace_reference_frames(latent, cond_type, references)
 
     def _pixel_size(self, resolution, aspect_ratio, height, width) -> tuple[int, int]:
         if height is None and width is None:

@@ -103,16 +103,24 @@ def prepare_condition(
     return masks, masked_ref
 
 
-def replace_reference_frames(latent: torch.Tensor, cond_type: str, references: list[list[torch.Tensor] | None]) -> torch.Tensor:
-    """After sampling, the official code writes the reference latents back into batch item 0 only."""
-    refs = references[0] if references else None
-    if not refs or not cond_type.startswith("i2v"):
+def replace_reference_frames(
+    latent: torch.Tensor, cond_type: str, references: list[list[torch.Tensor] | None]
+) -> torch.Tensor:
+    """After sampling, write the reference latents back into their frames (i2v types only).
+
+    The official code does this for batch item 0 only; here every item with references gets it
+    (identical for the single-prompt calls the official script makes).
+    """
+    if not cond_type.startswith("i2v"):
         return latent
     latent = latent.clone()
-    if cond_type in ("i2v_head", "i2v_loop"):
-        latent[0, :, 0] = refs[0][:, 0]
-    if cond_type == "i2v_tail":
-        latent[0, :, -1] = refs[0][:, 0]
-    if cond_type == "i2v_loop":
-        latent[0, :, -1] = refs[-1][:, -1]
+    for i, refs in enumerate(references):
+        if not refs:
+            continue
+        if cond_type in ("i2v_head", "i2v_loop"):
+            latent[i, :, 0] = refs[0][:, 0]
+        if cond_type == "i2v_tail":
+            latent[i, :, -1] = refs[0][:, 0]
+        if cond_type == "i2v_loop":
+            latent[i, :, -1] = refs[-1][:, -1]
     return latent

@@ -1,0 +1,24 @@
+"""`python -m opensora parity DIR`: one JSON line of max abs errors; exit 1 when one is out of tolerance."""
+
+import argparse
+import json
+from pathlib import Path
+
+from opensora.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="fixture folder in the format of tests/fixtures/opensora_v2")
+
+
+def run(args: argparse.Namespace) -> int:
+    from opensora.parity import run_parity
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UserError(f"fixture folder {folder} does not exist")
+    errors, ok = run_parity(folder)
+    if not errors:
+        raise UserError(f"{folder} holds no known fixture files (e.g. mmdit_tiny_io.safetensors)")
+    print(json.dumps(errors))
+    return 0 if ok else 1
