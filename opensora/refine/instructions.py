@@ -162,7 +162,8 @@ def image_data_url(path: str | Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise UserError(f"cannot read reference image {str(path)!r}: {err.strerror or err}") from None
+        reason = err.strerror or err
+        raise UserError(f"cannot read reference image {str(path)!r}: {reason}") from None
     if not data:
         raise UserError(f"reference image {str(path)!r} is empty")
     if len(data) > MAX_IMAGE_BYTES:

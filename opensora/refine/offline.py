@@ -46,7 +46,9 @@ STYLE = (
 )
 
 # Skip a category when the user already said something about it.
-_MENTIONS_CAMERA = re.compile(r"\b(camera|shot|pan|pans|zoom|tracking|close-up|aerial|drone)\b", re.I)
+_MENTIONS_CAMERA = re.compile(
+    r"\b(camera|shot|pan|pans|zoom|tracking|close-up|aerial|drone)\b", re.I
+)
 _MENTIONS_LIGHT = re.compile(
     r"\b(light|lit|lighting|sun|sunny|sunlight|sunset|sunrise|dawn|dusk|night|neon|shadow|"
     r"shadows|glow|moonlight|overcast)\b",

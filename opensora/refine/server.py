@@ -66,7 +66,7 @@ def _describe(err: Exception, settings: RefineSettings, client: openai.OpenAI) -
         )
     if isinstance(err, openai.APIConnectionError):
         return RefineFailure(
-            f"cannot reach the refinement server at {where}; is it running?", endpoint_down=True
+            f"cannot reach the refinement server at {where}: connection failed", endpoint_down=True
         )
     if isinstance(err, openai.AuthenticationError):
         return RefineFailure(
@@ -74,7 +74,9 @@ def _describe(err: Exception, settings: RefineSettings, client: openai.OpenAI) -
             endpoint_down=True,
         )
     if isinstance(err, openai.PermissionDeniedError):
-        return RefineFailure(f"{where} refused access (403): {_server_message(err, settings)}", True)
+        return RefineFailure(
+            f"{where} refused access (403): {_server_message(err, settings)}", endpoint_down=True
+        )
     if isinstance(err, openai.RateLimitError):
         return RefineFailure(
             f"{where} is rate limiting requests (429) after {settings.retries + 1} attempts; "

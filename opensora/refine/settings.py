@@ -41,6 +41,13 @@ class RefineSettings:
             raise UserError(f"refine language must be 'keep' or 'english', got {self.language!r}")
         if not self.timeout_s > 0:
             raise UserError(f"refine timeout must be > 0 seconds, got {self.timeout_s!r}")
+        if self.base_url is not None:
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise UserError(
+                    "refine base URL must look like http://127.0.0.1:8000/v1, "
+                    f"got {display_url(self.base_url)!r}"
+                )
         if not self.model.strip():
             raise UserError("refine model name must not be empty")
 

@@ -33,11 +33,13 @@ _MOTION_WORDS = {
     "left": "left", "leftward": "left", "leftwards": "left",
     "right": "right", "rightward": "right", "rightwards": "right",
     "up": "up", "upward": "up", "upwards": "up", "rising": "up", "rises": "up", "rise": "up",
-    "ascending": "up", "climbing": "up",
+    "ascending": "up", "climbing": "up", "climbs": "up", "climb": "up",
     "down": "down", "downward": "down", "downwards": "down", "falling": "down", "falls": "down",
-    "fall": "down", "descending": "down", "dropping": "down", "sinking": "down",
+    "fall": "down", "descending": "down", "descends": "down", "descend": "down",
+    "dropping": "down", "sinking": "down", "sinks": "down", "sink": "down",
 }
 _STILL_WORDS = {"still", "static", "stationary", "motionless", "unmoving", "resting", "idle"}
+_STILL_PHRASES = re.compile(r"\b(not mov(e|es|ing)|doesn'?t move|in place|no motion)\b")
 _BACKGROUND_WORDS = {"black": "black", "dark": "black", "gray": "gray", "grey": "gray"}
 # Glue words the canonical captions use or that carry no meaning for the demo world.
 _FILLER = {
@@ -46,7 +48,10 @@ _FILLER = {
     "traveling", "sliding", "slides", "drifting", "drifts", "heading", "toward", "towards",
     "background", "backdrop", "standing", "stands", "stays", "staying", "sits", "sitting",
     "shape", "coloured", "colored", "plain", "solid", "slowly", "smoothly", "across",
-    "screen", "frame", "side", "video", "of", "from", "bright", "not",
+    "screen", "frame", "side", "video", "image", "picture", "of", "from", "bright", "not",
+    "does", "motion", "place", "front", "floating", "floats", "float", "gliding", "glides",
+    "glide", "drifting", "drift", "travels", "travel", "heads", "head", "holding", "holds",
+    "remaining", "remains", "remain", "stay", "sit", "stand", "slide", "slides",
 }
 
 
@@ -61,28 +66,34 @@ def _words(prompt: str) -> list[str]:
     return re.findall(r"[a-z]+", prompt.lower())
 
 
-def _background(words: list[str]) -> tuple[str | None, set[int]]:
-    """Background colour and the word positions it used ("on black", "grey background")."""
+def _background(words: list[str]) -> tuple[str | None, set[int], list[str]]:
+    """Background colour, the word positions it used, and unsupported background colours."""
     for i, word in enumerate(words):
-        if word in ("background", "backdrop") and i > 0 and words[i - 1] in _BACKGROUND_WORDS:
-            return _BACKGROUND_WORDS[words[i - 1]], {i - 1}
-        if word in ("on", "against", "over") and i + 1 < len(words):
-            nxt = words[i + 2] if words[i + 1] in ("a", "an", "the") and i + 2 < len(words) else words[i + 1]
-            if nxt in _BACKGROUND_WORDS:
-                return _BACKGROUND_WORDS[nxt], {words.index(nxt, i)}
+        if word not in ("background", "backdrop") or i == 0:
+            continue
+        before = words[i - 1]
+        if before in _BACKGROUND_WORDS:
+            return _BACKGROUND_WORDS[before], {i - 1}, []
+        if before in _COLOUR_WORDS:  # "on a blue background": not a shape colour, not supported
+            return None, {i - 1}, [f"{before} background"]
+    for i, word in enumerate(words):  # "on black", "against a grey ..."
+        if word in ("on", "against", "over"):
+            j = i + 2 if i + 1 < len(words) and words[i + 1] in ("a", "an", "the") else i + 1
+            if j < len(words) and words[j] in _BACKGROUND_WORDS:
+                return _BACKGROUND_WORDS[words[j]], {j}, []
     for i, word in enumerate(words):  # a lone "black" / "grey" anywhere
         if word in ("black", "gray", "grey"):
-            return _BACKGROUND_WORDS[word], {i}
-    return None, set()
+            return _BACKGROUND_WORDS[word], {i}, []
+    return None, set(), []
 
 
 def normalize_to_shapes_world(prompt: str) -> tuple[str, str | None]:
     """(canonical caption, notice or None). The notice says the demo model only knows the
     shapes world; it is given when the prompt had words outside that vocabulary."""
     words = _words(prompt)
-    background, used = _background(words)
-    colour = shape = motion = None
-    unknown: list[str] = []
+    background, used, unknown = _background(words)
+    colour = shape = None
+    motion = "still" if _STILL_PHRASES.search(" ".join(words)) else None
     for i, word in enumerate(words):
         if i in used:
             continue
@@ -104,9 +115,13 @@ def normalize_to_shapes_world(prompt: str) -> tuple[str, str | None]:
     seed = int.from_bytes(hashlib.sha256(" ".join(words).encode()).digest()[:8], "big")
     rng = random.Random(seed)
     # Draw all four every time so a missing part does not shift the other defaults.
-    defaults = (rng.choice(COLOURS), rng.choice(SHAPES), rng.choice(MOTIONS), rng.choice(BACKGROUNDS))
+    default_colour, default_shape = rng.choice(COLOURS), rng.choice(SHAPES)
+    default_motion, default_background = rng.choice(MOTIONS), rng.choice(BACKGROUNDS)
     caption = shapes_world_caption(
-        colour or defaults[0], shape or defaults[1], motion or defaults[2], background or defaults[3]
+        colour or default_colour,
+        shape or default_shape,
+        motion or default_motion,
+        background or default_background,
     )
     notice = None
     if unknown:
@@ -114,6 +129,6 @@ def normalize_to_shapes_world(prompt: str) -> tuple[str, str | None]:
         notice = (
             "the demo model only knows the shapes world (colours: " + ", ".join(COLOURS)
             + "; shapes: " + ", ".join(SHAPES) + "; moving left/right/up/down or standing still;"
-            + f" black or gray background); ignored: {shown}; using '{caption}'"
+            + f" black or gray background); words it does not know: {shown}"
         )
     return caption, notice
