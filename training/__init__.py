@@ -1,0 +1,1 @@
+"""Training side of Open-Sora Studio: data preparation, datasets and buckets, trainer, CLI."""
