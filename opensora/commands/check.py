@@ -2,8 +2,7 @@
 
 import argparse
 
-from opensora.checkpoints import DEFAULT_CKPT_DIR, file_status
-from opensora.presets import available_presets, load_preset
+DEFAULT_CKPT_DIR = "ckpts"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,6 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from opensora.checkpoints import file_status
+    from opensora.presets import available_presets, load_preset
+
     names = [args.preset] if args.preset else available_presets()
     all_present = True
     for name in names:

@@ -9,16 +9,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from opensora.checkpoints import DEFAULT_CKPT_DIR, default_preset_name
 from opensora.commands.refine import add_refine_arguments, settings_from_args
 from opensora.errors import UserError
-from opensora.io.outputs import OutputWriter
-from opensora.presets import load_preset
-from opensora.refine import prepare_prompt
-from opensora.sampling.conditioning import normalize_cond_type
+
+DEFAULT_CKPT_DIR = "ckpts"
 
 
 def _flag(parser, name: str, **kwargs) -> None:
@@ -90,6 +84,7 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
 def check_jobs(jobs: list[Job], args: argparse.Namespace, preset) -> None:
     """Fail on bad settings before spending seconds or minutes loading the model."""
     from opensora.pipeline import check_num_frames
+    from opensora.sampling.conditioning import normalize_cond_type
 
     num_frames = preset.sampler.num_frames if args.num_frames is None else args.num_frames
     check_num_frames(num_frames)
@@ -108,7 +103,14 @@ def check_jobs(jobs: list[Job], args: argparse.Namespace, preset) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from opensora.checkpoints import default_preset_name
+    from opensora.io.outputs import OutputWriter
     from opensora.pipeline import OpenSoraPipeline
+    from opensora.presets import load_preset
+    from opensora.refine import prepare_prompt
 
     preset = load_preset(args.preset or default_preset_name(args.ckpt_dir))
     jobs = read_jobs(args)
