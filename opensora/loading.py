@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from opensora.errors import UserError
 from opensora.checkpoints import checkpoint_root, load_checked, require_files
 from opensora.models.hunyuan_vae import HunyuanVAE
 from opensora.models.mmdit import build_mmdit
@@ -56,5 +57,10 @@ def load_components(preset: Preset, ckpt_dir=None, device: str = "cpu", dtype: t
     root = checkpoint_root(preset, ckpt_dir)
     transformer = load_mmdit_weights(root / preset.files.mmdit, preset, dtype, device)
     vae = load_vae_weights(root / preset.files.vae, preset, dtype, device)
-    text = TextConditioner.from_pretrained(root / preset.files.t5, root / preset.files.clip, preset.text, dtype, device)
+    try:
+        text = TextConditioner.from_pretrained(root / preset.files.t5, root / preset.files.clip, preset.text, dtype, device)
+    except (OSError, ValueError) as err:  # transformers' errors for incomplete or corrupt folders
+        raise UserError(
+            f"could not load the text encoders from {root / preset.files.t5} and {root / preset.files.clip}: {err}"
+        ) from None
     return transformer, vae, text
