@@ -7,6 +7,7 @@ random presets draw weights from the preset's seed so every run gets the same mo
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from opensora.errors import UserError
 from opensora.checkpoints import checkpoint_root, load_checked, require_files
@@ -59,7 +60,7 @@ def load_components(preset: Preset, ckpt_dir=None, device: str = "cpu", dtype: t
     vae = load_vae_weights(root / preset.files.vae, preset, dtype, device)
     try:
         text = TextConditioner.from_pretrained(root / preset.files.t5, root / preset.files.clip, preset.text, dtype, device)
-    except (OSError, ValueError) as err:  # transformers' errors for incomplete or corrupt folders
+    except (OSError, ValueError, SafetensorError) as err:  # incomplete or corrupt folders
         raise UserError(
             f"could not load the text encoders from {root / preset.files.t5} and {root / preset.files.clip}: {err}"
         ) from None
