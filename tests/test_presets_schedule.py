@@ -18,6 +18,8 @@ def test_official_buckets(resolution):
     for name in ("16:9", "9:16", "1:1", "2.39:1"):
         assert preset.image_size(resolution, name) == tuple(expected[name])
     assert {k: list(v) for k, v in preset.buckets[resolution].items()} == expected
+    other = "768px" if resolution == "256px" else "256px"
+    assert other in preset.buckets  # same model, either resolution
 
 
 def test_presets_load():
