@@ -100,29 +100,27 @@ def check_mmdit(folder: Path) -> dict[str, float]:
     return result
 
 
+def _key_list_check(ours: dict[str, tuple], listed: list[dict]) -> Check:
+    """Key lists must match exactly: the 'error' is the number of differing keys and shapes."""
+    theirs = {e["name"]: tuple(e["shape"]) for e in listed}
+    differing = len(set(ours) ^ set(theirs)) + sum(ours[k] != theirs[k] for k in set(ours) & set(theirs))
+    check = Check()
+    check.max_error, check.ok = float(differing), differing == 0
+    return check
+
+
 def check_key_lists(folder: Path) -> dict[str, Check | None]:
-    """Key lists must match exactly: the error is the number of differing keys/shapes."""
     result: dict[str, Check | None] = {}
     for name in ("mmdit_v2_keys", "mmdit_v2_dcae_keys"):
-        path = folder / f"{name}.json"
-        if path.exists():
-            data = _json(path)
-            ours = official_key_shapes(mmdit_config(data["config"]))
-            theirs = {e["name"]: tuple(e["shape"]) for e in data["keys"]}
-            check = Check()
-            differing = len(set(ours) ^ set(theirs)) + sum(ours[k] != theirs[k] for k in set(ours) & set(theirs))
-            check.max_error, check.ok = float(differing), differing == 0
-            result[name] = check
+        if (folder / f"{name}.json").exists():
+            data = _json(folder / f"{name}.json")
+            result[name] = _key_list_check(official_key_shapes(mmdit_config(data["config"])), data["keys"])
     if (folder / "hunyuan_vae_keys.json").exists():
         data = _json(folder / "hunyuan_vae_keys.json")
         with torch.device("meta"):
             vae = HunyuanVAE(VAEConfig(layers_per_block=data["config"]["layers_per_block"]))
         ours = {k: tuple(v.shape) for k, v in vae.model.state_dict().items()}
-        theirs = {e["name"]: tuple(e["shape"]) for e in data["keys"]}
-        check = Check()
-        differing = len(set(ours) ^ set(theirs)) + sum(ours[k] != theirs[k] for k in set(ours) & set(theirs))
-        check.max_error, check.ok = float(differing), differing == 0
-        result["hunyuan_vae_keys"] = check
+        result["hunyuan_vae_keys"] = _key_list_check(ours, data["keys"])
     for name in ("flux_dev_keys", "dc_ae_keys"):  # not implemented yet
         if (folder / f"{name}.json").exists():
             result[name] = None

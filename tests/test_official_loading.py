@@ -73,12 +73,17 @@ def test_official_folder_loads_and_generates(ckpt_dir, tmp_path):
     assert (out / "0000.mp4").is_file()
 
 
-def test_missing_key_is_named(ckpt_dir, tmp_path):
-    from safetensors.torch import load_file, save_file
-
+def broken_copy(ckpt_dir, tmp_path):
     root, preset_path, _ = ckpt_dir
     broken = tmp_path / "ckpts"
     shutil.copytree(root, broken)
+    return broken, preset_path
+
+
+def test_missing_key_is_named(ckpt_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    broken, preset_path = broken_copy(ckpt_dir, tmp_path)
     weights = load_file(str(broken / "Open_Sora_v2.safetensors"))
     del weights["single_blocks.1.linear2.bias"]
     save_file(weights, str(broken / "Open_Sora_v2.safetensors"))
@@ -87,18 +92,14 @@ def test_missing_key_is_named(ckpt_dir, tmp_path):
 
 
 def test_not_a_safetensors_file(ckpt_dir, tmp_path):
-    root, preset_path, _ = ckpt_dir
-    broken = tmp_path / "ckpts"
-    shutil.copytree(root, broken)
+    broken, preset_path = broken_copy(ckpt_dir, tmp_path)
     (broken / "hunyuan_vae.safetensors").write_bytes(b"\x80\x04pickle? no thanks")
     with pytest.raises(UserError, match="hunyuan_vae.safetensors is not a readable safetensors file"):
         OpenSoraPipeline.from_preset(str(preset_path), ckpt_dir=broken)
 
 
 def test_corrupt_text_encoder_folder(ckpt_dir, tmp_path):
-    root, preset_path, _ = ckpt_dir
-    broken = tmp_path / "ckpts"
-    shutil.copytree(root, broken)
+    broken, preset_path = broken_copy(ckpt_dir, tmp_path)
     (broken / "google/t5-v1_1-xxl/model.safetensors").write_bytes(b"truncated")
     with pytest.raises(UserError, match="could not load the text encoders from .*t5-v1_1-xxl"):
         OpenSoraPipeline.from_preset(str(preset_path), ckpt_dir=broken)
