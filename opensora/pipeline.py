@@ -65,6 +65,8 @@ class OpenSoraPipeline:
     def __init__(self, preset: Preset, transformer, vae, text_encoder, device="cpu", dtype=torch.float32):
         self.preset, self.transformer, self.vae, self.text_encoder = preset, transformer, vae, text_encoder
         self.device, self.dtype = torch.device(device), dtype
+        self.loras: list[dict] = []  # {"path", "scale"} of each merged LoRA, in load order
+        self._unmerged_weights: dict[str, torch.Tensor] = {}  # weights as they were before any LoRA
 
     @classmethod
     def from_preset(cls, preset: str | Preset, ckpt_dir=None, device="cpu", dtype: str | torch.dtype = "fp32"):
@@ -74,6 +76,35 @@ class OpenSoraPipeline:
         return cls(preset, transformer, vae, text, device, dtype)
 
     # ----------------------------------------------------------------------------------------
+    def load_lora(self, path: str | Path, scale: float = 1.0) -> None:
+        """Merge a LoRA from `python -m training finetune` into the MMDiT: W += scale * (alpha/r) * B @ A.
+
+        Several LoRAs stack; `unload_loras()` restores the weights exactly as loaded.
+        """
+        from opensora.lora import check_lora_fits, check_scale, lora_delta, read_lora_file
+
+        check_scale(scale)
+        lora = read_lora_file(path)
+        check_lora_fits(lora, self.transformer, self.preset.name)
+        layers = dict(self.transformer.named_modules())
+        with torch.no_grad():
+            for module, (a, b) in lora.pairs.items():
+                weight = layers[module].weight
+                # Keep the first, untouched copy only: stacking LoRAs never loses the original.
+                self._unmerged_weights.setdefault(module, weight.detach().clone())
+                delta = lora_delta(a.to(weight.device), b.to(weight.device), lora.scaling, scale)
+                weight.copy_((weight.float() + delta).to(weight.dtype))
+        self.loras.append({"path": str(path), "scale": float(scale)})
+
+    def unload_loras(self) -> None:
+        """Put back the weights from before the first `load_lora`."""
+        layers = dict(self.transformer.named_modules())
+        with torch.no_grad():
+            for module, original in self._unmerged_weights.items():
+                layers[module].weight.copy_(original)
+        self._unmerged_weights.clear()
+        self.loras.clear()
+
     def _model_fn(self, img, cond, txt, y_vec, timesteps, img_ids):
         return mmdit_forward(self.transformer, img, cond, txt, y_vec, timesteps, img_ids)
 
@@ -225,6 +256,7 @@ class OpenSoraPipeline:
                     "shift": defaults.shift,
                     "flow_shift": defaults.flow_shift,
                     "dtype": str(self.dtype).removeprefix("torch."),
+                    "loras": [dict(lora) for lora in self.loras],
                     **asdict(options),
                     "seconds": round(time.time() - started, 3),
                 }

@@ -79,7 +79,8 @@ class Preset:
 
 
 def available_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml") if not p.stem.startswith("buckets"))
+    # buckets-*.toml (training bucket tables) and train-*.toml (trainer settings) are not models.
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml") if not p.stem.startswith(("buckets", "train-")))
 
 
 def _section(data: dict, name: str, cls, source: Path):

@@ -10,10 +10,11 @@ import logging
 import sys
 
 from opensora.errors import UserError
-from training.commands import render_shapes
+from training.commands import finetune, render_shapes
 
 COMMANDS = {
     "render-shapes": (render_shapes, "render the procedural shapes-world dataset (mp4 + png + data.csv)"),
+    "finetune": (finetune, "LoRA or full fine-tune of a preset's MMDiT on a video CSV (flow matching, resumable)"),
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,7 +155,7 @@ class TrainingLoader:
             delivered += 1
             self._position = (epoch, delivered)
             self.skipped_samples += batch["num_skipped"]
-            if batch["video"] is None:
+            if not batch["path"]:
                 continue  # every sample of this batch was unreadable
             yield batch
         self._position = (epoch + 1, 0)
@@ -184,8 +184,14 @@ def make_dataloader(
     rank: int = 0,
     world_size: int = 1,
     drop_last: bool = True,
+    dataset_factory: Callable[[list[SampleRecord], list[Bucket | None], float | None], Dataset] = VideoTextDataset,
+    collate_fn: Callable[[list], dict] = collate_samples,
 ) -> TrainingLoader:
-    """CSV + bucket table -> resumable bucketed loader. Raises UserError when no sample is usable."""
+    """CSV + bucket table -> resumable bucketed loader. Raises UserError when no sample is usable.
+
+    dataset_factory(records, buckets, fps) / collate_fn replace the video dataset and its collate
+    (the trainer's latent cache serves pre-encoded latents this way; batches must keep "path"
+    and "num_skipped")."""
     if not isinstance(bucket_config, BucketConfig):
         bucket_config = load_bucket_config(bucket_config)
     if num_workers < 0:
@@ -204,7 +210,7 @@ def make_dataloader(
         )
     log.info("%s: %s", csv_path, summary.describe())
 
-    dataset = VideoTextDataset(csv.records, assignment.buckets, fps=bucket_config.fps)
+    dataset = dataset_factory(csv.records, assignment.buckets, bucket_config.fps)
     sampler = BucketBatchSampler(
         assignment.buckets, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size
     )
@@ -215,7 +221,7 @@ def make_dataloader(
         dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_samples,
+        collate_fn=collate_fn,
         generator=generator,
     )
     return TrainingLoader(dataloader, sampler, summary)

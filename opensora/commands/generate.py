@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(parser, "output-dir", default="outputs", help="where videos, sidecars and results.csv go")
     _flag(parser, "dtype", default=None, help="fp32, bf16 or fp16 (default: bf16 on GPU, fp32 on CPU)")
     _flag(parser, "device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                        help="merge a LoRA from `python -m training finetune` (lora.safetensors) into the "
+                        "model, scaled by SCALE (default 1.0, allowed -10 to 10); repeat to stack several")
     add_refine_arguments(parser)
 
 
@@ -108,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     from opensora.checkpoints import default_preset_name
     from opensora.io.outputs import OutputWriter
+    from opensora.lora import parse_lora_spec, read_lora_file
     from opensora.pipeline import OpenSoraPipeline
     from opensora.presets import load_preset
     from opensora.refine import prepare_prompt
@@ -118,10 +122,16 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("bf16" if device.startswith("cuda") else "fp32")
     refine_settings = settings_from_args(args)
+    loras = [parse_lora_spec(spec) for spec in args.lora]  # bad paths/scales fail before loading
+    for path, _ in loras:
+        read_lora_file(path)
     motion = args.motion_score if args.motion_score is not None else preset.sampler.motion_score
 
     print(f"loading preset {preset.name} ({preset.description})", file=sys.stderr)
     pipe = OpenSoraPipeline.from_preset(preset, args.ckpt_dir, device, dtype)
+    for path, scale in loras:
+        pipe.load_lora(path, scale)
+        print(f"merged LoRA {path} (scale {scale:g})", file=sys.stderr)
     writer = OutputWriter(args.output_dir)
     for job in jobs:
         prepared = prepare_prompt(
