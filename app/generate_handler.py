@@ -1,0 +1,95 @@
+"""What the Generate and Cancel buttons of both video tabs do (Gradio side of app.generation).
+
+Errors become a `gr.Error` message in the page (and an error for API clients); the app keeps
+serving. A cancelled run is not an error: the status line says where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import gradio as gr
+
+from app.cancel import CancelRegistry
+from app.config import AppConfig
+from app.generation import GenerationRequest, estimate_gpu_seconds, run_generation
+from app.model_cache import PipelineCache, free_memory
+from app.progress import StepProgress
+from app.zerogpu import gpu_task
+from opensora.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _gpu_duration(cache, request, *_):
+    return estimate_gpu_seconds(request)
+
+
+@gpu_task(duration=_gpu_duration)
+def _generate_on_gpu(cache, request, output_dir, progress, cancel_event):
+    # The one GPU-bound call: ZeroGPU attaches a GPU around exactly this.
+    return run_generation(cache, request, output_dir, progress, cancel_event)
+
+
+def _session(request: gr.Request | None) -> str:
+    return (request.session_hash if request is not None else None) or "no-session"
+
+
+class GenerateHandler:
+    def __init__(self, config: AppConfig, cache: PipelineCache, cancels: CancelRegistry):
+        self.config, self.cache, self.cancels = config, cache, cancels
+
+    def arm(self, request: gr.Request) -> str:
+        self.cancels.arm(_session(request))
+        return ""  # clears the previous run's cancel note
+
+    def cancel(self, request: gr.Request) -> str:
+        flagged = self.cancels.cancel(_session(request))
+        return "Cancelling: the run stops after the current step." if flagged else "Nothing to cancel."
+
+    def run(self, request: GenerationRequest, session: gr.Request | None, progress: gr.Progress):
+        """-> (first video path, all video paths, status markdown, seed used)."""
+        session_id = _session(session)
+        event = self.cancels.start(session_id)
+
+        def report(fraction, desc):
+            progress(fraction if fraction is not None else 0.0, desc=desc, unit="steps")
+
+        steps = StepProgress(report)
+        error = None
+        try:
+            out = _generate_on_gpu(self.cache, request, self.config.output_dir, steps, event)
+        except Exception as err:  # noqa: BLE001 - every failure must become a message, never a dead app
+            error = _message(err)
+        finally:
+            self.cancels.finish(session_id, event)
+        if error is not None:
+            # Handled outside the except block: the original traceback (whose frames hold the
+            # pipeline and its activations) is gone here, so memory can really be freed.
+            kind, text = error
+            if kind == "cancelled":
+                return None, [], text, gr.update()
+            if kind == "oom":
+                free_memory()
+            raise gr.Error(text, duration=None)
+        paths = [str(p) for p in out.paths]
+        status = (f"**Done:** {len(paths)} video{'s' if len(paths) > 1 else ''} in {out.seconds:.1f} s · "
+                  f"seed {out.seed} · " + ", ".join(f"`{p.name}`" for p in out.paths))
+        status += "".join(f"\n\nNote: {notice}" for notice in out.notices)
+        return paths[0], paths, status, out.seed
+
+
+def _message(err: Exception) -> tuple[str, str]:
+    """(kind, text): kind is "cancelled", "oom" or "error"."""
+    from opensora.sampling.denoise import GenerationCancelled
+
+    if isinstance(err, GenerationCancelled):
+        return "cancelled", f"**Cancelled** ({err}); nothing was written."
+    if isinstance(err, UserError):
+        return "error", str(err)
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":  # torch's, CPU or CUDA
+        return "oom", ("Out of memory while generating. Try fewer frames, a lower resolution, fewer samples, "
+                       "or a memory-saving preset.")
+    log.error("generation failed:\n%s", "".join(traceback.format_exception(err)))
+    return "error", f"Generation failed ({type(err).__name__}: {err}). The app is still running."

@@ -1,0 +1,91 @@
+"""Which presets the UI offers: selectable ones (files present) and what the others miss."""
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from opensora.checkpoints import default_preset_name, file_status
+from opensora.errors import UserError
+from opensora.presets import Preset, available_presets, load_preset
+
+
+@lru_cache(maxsize=None)
+def preset(name: str) -> Preset:
+    return load_preset(name)
+
+
+@dataclass
+class PresetAvailability:
+    selectable: list[str]  # every file present (or random weights)
+    missing: dict[str, list[str]]  # preset -> missing file paths
+
+    def help_markdown(self, ckpt_dir: Path) -> str:
+        """Why the other presets cannot be picked, and how to get them."""
+        if not self.missing:
+            return ""
+        lines = ["**Other presets** (files missing in `%s`):" % ckpt_dir]
+        for name, paths in self.missing.items():
+            shown = ", ".join(f"`{p}`" for p in paths)
+            how = preset(name).download
+            lines.append(f"- `{name}`: needs {shown}" + (f" — get them with `{how}`" if how else ""))
+        return "\n".join(lines)
+
+
+def availability(ckpt_dir: Path) -> PresetAvailability:
+    selectable, missing = [], {}
+    for name in available_presets():
+        try:
+            absent = [str(s.path) for s in file_status(preset(name), ckpt_dir) if not s.present]
+        except UserError:  # a broken TOML must not take the app down; it just is not offered
+            continue
+        if absent:
+            missing[name] = absent
+        else:
+            selectable.append(name)
+    return PresetAvailability(selectable, missing)
+
+
+def startup_preset(requested: str | None, ckpt_dir: Path) -> str:
+    return requested or default_preset_name(ckpt_dir)
+
+
+def check_selectable(name: str, ckpt_dir: Path) -> Preset:
+    """The preset (a name, or a TOML file as for the CLI), or a UserError that names the missing
+    files (API callers can ask for any)."""
+    if not name:
+        raise UserError("pick a model preset")
+    if name.endswith(".toml"):
+        p = preset(name)
+        missing = [str(s.path) for s in file_status(p, ckpt_dir) if not s.present]
+    else:
+        info = availability(ckpt_dir)
+        if name not in info.selectable and name not in info.missing:
+            raise UserError(f"unknown preset {name!r}; available: {', '.join(info.selectable)}")
+        p, missing = preset(name), info.missing.get(name, [])
+    if missing:
+        raise UserError(
+            f"preset {name} cannot run: missing {', '.join(missing)}"
+            + (f"; get them with `{p.download}`" if p.download else "")
+        )
+    return p
+
+
+def flux_available(p: Preset, ckpt_dir: Path) -> bool:
+    """T2I2V needs FLUX; no preset declares FLUX files yet, so this is False for now."""
+    flux = getattr(p.files, "flux", None)
+    return bool(flux) and (Path(ckpt_dir) / flux).exists()
+
+
+def banner_markdown(active: str, ckpt_dir: Path) -> str:
+    """Top-of-page line: which model runs, and a warning when it is not an official one."""
+    p = preset(active)
+    text = f"**Model:** `{active}` — {p.description}"
+    if p.weights != "official":
+        fallback = "the bundled demo model" if p.weights == "bundled" else "a tiny model with random weights (noise-like videos)"
+        official = [n for n in available_presets() if preset(n).weights == "official" and preset(n).download]
+        how = f" (`{preset(official[0]).download}`)" if official else ""
+        text += (
+            f"\n\n**No official Open-Sora 2.0 checkpoint found in `{ckpt_dir}`:** running {fallback}. "
+            f"Put the official files there{how} and restart to use the real model."
+        )
+    return text

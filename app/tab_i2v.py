@@ -1,0 +1,94 @@
+"""Image → Video tab (and video extension). API endpoint: `/generate-i2v`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from app.config import AppConfig
+from app.generate_handler import GenerateHandler
+from app.generation import GenerationRequest
+from app.settings_form import build_settings_form
+from app.tab_t2v import NEGATIVE_INFO, VideoTab, result_column, wire_generate
+
+# (label, official cond type). The v2v types keep 33 (or 65, "long") frames of the uploaded video.
+CONDITIONING = [
+    ("First frame: the video starts on the image", "i2v_head"),
+    ("Last frame: the video ends on the image", "i2v_tail"),
+    ("Loop: from the first image to the second (same image twice if only one)", "i2v_loop"),
+    ("Extend a video, head: keep its first 33 frames, continue after them", "v2v_head"),
+    ("Extend a video, tail: keep its last 33 frames, lead up to them", "v2v_tail"),
+    ("Extend a video, head (long): keep its first 65 frames", "v2v_head_easy"),
+    ("Extend a video, tail (long): keep its last 65 frames", "v2v_tail_easy"),
+]
+
+
+@dataclass
+class ReferenceInputs:
+    """The I2V-only inputs "reuse settings" fills."""
+
+    cond_type: gr.Dropdown
+    image: gr.Image
+    end_image: gr.Image
+    ref_video: gr.Video
+
+
+def reference_paths(cond_type: str, image: str | None, end_image: str | None, video: str | None) -> list[str]:
+    """The pipeline's reference list for a cond type (i2v_loop: [first, last])."""
+    if cond_type.startswith("v2v"):
+        return [video] if video else []
+    if cond_type == "i2v_loop" and image and end_image:
+        return [image, end_image]
+    return [image] if image else []
+
+
+def _visibility(cond_type: str):
+    is_video = cond_type.startswith("v2v")
+    return (gr.update(visible=not is_video), gr.update(visible=cond_type == "i2v_loop"),
+            gr.update(visible=is_video))
+
+
+def build_i2v_tab(config: AppConfig, handler: GenerateHandler, default_preset: str) -> tuple[VideoTab, ReferenceInputs]:
+    with gr.Row():
+        with gr.Column(scale=1):
+            with gr.Row():
+                image = gr.Image(label="Reference image", type="filepath", sources=["upload", "clipboard"],
+                                 height=220, elem_classes=["reference-image"])
+                end_image = gr.Image(label="Last image (loop)", type="filepath", sources=["upload", "clipboard"],
+                                     height=220, visible=False)
+                ref_video = gr.Video(label="Video to extend", sources=["upload"], height=220, visible=False)
+            cond_type = gr.Dropdown(CONDITIONING, value="i2v_head", label="Conditioning")
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="what happens next", elem_classes=["prompt-box"])
+            negative = gr.Textbox(label="Negative prompt", lines=1, value="", info=NEGATIVE_INFO)
+            form = build_settings_form(config, default_preset, image_guidance=True)
+        with gr.Column(scale=1):
+            generate, cancel, cancel_note, video, samples, status = result_column()
+    cond_type.change(_visibility, cond_type, [image, end_image, ref_video], api_visibility="private", queue=False)
+
+    def generate_i2v(prompt: str, reference_image: str | None, cond_type: str, end_image: str | None,
+                     reference_video: str | None, negative_prompt: str, preset: str, resolution: str,
+                     aspect_ratio: str, num_frames: int, num_steps: int, guidance: float, guidance_img: float,
+                     motion_score: str, seed: int | None, random_seed: bool, num_samples: int, refine: bool,
+                     lora: str, lora_scale: float, request: gr.Request, progress=gr.Progress()):
+        """Image (or video) to video. Returns (mp4 of the first sample, all mp4s, status text, seed used)."""
+        return handler.run(
+            GenerationRequest(
+                preset=preset, prompt=prompt, negative_prompt=negative_prompt or "", cond_type=cond_type,
+                reference=reference_paths(cond_type, reference_image, end_image, reference_video),
+                num_frames=int(num_frames), resolution=resolution, aspect_ratio=aspect_ratio,
+                num_steps=int(num_steps), guidance=float(guidance), guidance_img=float(guidance_img),
+                motion_score=motion_score, seed=None if random_seed or seed is None else int(seed),
+                num_samples=int(num_samples), refine=bool(refine), lora=lora or None, lora_scale=float(lora_scale),
+            ),
+            request, progress,
+        )
+
+    inputs = [prompt, image, cond_type, end_image, ref_video, negative, form.preset, form.resolution,
+              form.aspect_ratio, form.num_frames, form.num_steps, form.guidance, form.guidance_img,
+              form.motion_score, form.seed, form.random_seed, form.num_samples, form.refine, form.lora,
+              form.lora_scale]
+    event = wire_generate(generate, cancel, cancel_note, handler, generate_i2v, inputs, video, samples, status, form,
+                          api_name="generate-i2v", cancel_api=False)
+    tab = VideoTab(prompt, negative, form, video, samples, status, event)
+    return tab, ReferenceInputs(cond_type, image, end_image, ref_video)

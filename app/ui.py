@@ -1,0 +1,112 @@
+"""Assembles the tabs into one Gradio app and wires what crosses tabs (send prompt, reuse settings,
+history refresh). `build_app(config)` -> (Blocks, Services); launch.py launches it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from app.cancel import CancelRegistry
+from app.config import AppConfig
+from app.generate_handler import GenerateHandler
+from app.model_cache import PipelineCache
+from app.presets_info import availability, banner_markdown, check_selectable, startup_preset
+from app.tab_finetune import build_finetune_tab
+from app.tab_history import build_history_tab, history_items, refresh_event_args
+from app.tab_i2v import build_i2v_tab
+from app.tab_refine import build_refine_tab
+from app.tab_t2v import build_t2v_tab
+from app.training_runs import TrainingRuns, lora_choices
+
+CSS = """
+.model-banner { font-size: 0.95em; }
+.generation-status { min-height: 1.5em; }
+"""
+
+
+@dataclass
+class Services:
+    """The long-lived objects behind the UI (tests and launch.py reach them here)."""
+
+    default_preset: str
+    cache: PipelineCache
+    runs: TrainingRuns
+    cancels: CancelRegistry
+
+
+def allowed_paths(config: AppConfig) -> list[str]:
+    """Gradio may serve files from the output folder and its own temp/cache folder, nothing else."""
+    gradio_tmp = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
+    return [str(config.output_dir), gradio_tmp]
+
+
+def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
+    default = startup_preset(config.preset, config.ckpt_dir)
+    check_selectable(default, config.ckpt_dir)  # a bad --preset fails at start, with the reason
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    services = Services(default, PipelineCache(config.ckpt_dir), TrainingRuns(config.runs_dir), CancelRegistry())
+    handler = GenerateHandler(config, services.cache, services.cancels)
+    demo_available = "demo" in availability(config.ckpt_dir).selectable
+
+    with gr.Blocks(title="Open-Sora Studio") as demo:
+        gr.Markdown("# Open-Sora Studio")
+        gr.Markdown(banner_markdown(default, config.ckpt_dir), elem_classes=["model-banner"])
+        with gr.Tabs() as tabs:
+            with gr.Tab("Text → Video", id="t2v", elem_id="tab-t2v") as t2v_tab:
+                t2v = build_t2v_tab(config, handler, default)
+            with gr.Tab("Image → Video", id="i2v", elem_id="tab-i2v") as i2v_tab:
+                i2v, refs = build_i2v_tab(config, handler, default)
+            with gr.Tab("Prompt refinement", id="refine", elem_id="tab-refine"):
+                refine = build_refine_tab(demo_available)
+            with gr.Tab("Fine-tune", id="finetune", elem_id="tab-finetune"):
+                build_finetune_tab(demo, config, services.runs, default, [t2v.form.lora, i2v.form.lora])
+            with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
+                history = build_history_tab(config)
+
+        # After each generation, and when the tab opens, the gallery re-reads the output folder.
+        for tab in (t2v, i2v):
+            tab.generated.success(**refresh_event_args(config, history))
+        history_tab.select(**refresh_event_args(config, history))
+
+        private = dict(api_visibility="private", queue=False)
+        refine.send_t2v.click(lambda text: (text, gr.Tabs(selected="t2v")), refine.refined, [t2v.prompt, tabs], **private)
+        refine.send_i2v.click(lambda text, image: (text, image if image else gr.update(), gr.Tabs(selected="i2v")),
+                              [refine.refined, refine.image], [i2v.prompt, refs.image, tabs], **private)
+
+        t2v_fill, i2v_fill = t2v.fill_outputs(), i2v.fill_outputs()
+        ref_fill = [refs.cond_type, refs.image, refs.end_image, refs.ref_video]
+
+        def reuse(settings: dict | None):
+            keep = [gr.update() for _ in t2v_fill + i2v_fill + ref_fill]
+            if not settings:
+                return gr.update(), *keep
+            if settings.get("cond_type", "t2v") == "t2v":
+                return gr.Tabs(selected="t2v"), *t2v.fill(settings, config), *keep[len(t2v_fill):]
+            return (gr.Tabs(selected="i2v"), *keep[:len(t2v_fill)], *i2v.fill(settings, config),
+                    *reference_updates(settings))
+
+        history.reuse.click(reuse, history.selected, [tabs, *t2v_fill, *i2v_fill, *ref_fill], **private)
+        # Opening a video tab picks up LoRAs finished meanwhile (also from the command line).
+        for tab_block, form in ((t2v_tab, t2v.form), (i2v_tab, i2v.form)):
+            tab_block.select(lambda value: gr.update(choices=lora_choices(config.runs_dir, keep=value or "")),
+                             form.lora, form.lora, **private)
+        demo.load(lambda: history_items(config.output_dir, config.history_limit), None,
+                  [history.gallery, history.shown], api_visibility="private", show_progress="hidden")
+    return demo, services
+
+
+def reference_updates(settings: dict) -> list:
+    """cond type + reference inputs of the I2V tab from a sidecar (files that still exist)."""
+    refs = settings.get("reference") or []
+    refs = refs.split(";") if isinstance(refs, str) else list(refs)
+    existing = [r for r in refs if r and Path(r).is_file()]
+    cond_type = settings.get("cond_type", "i2v_head")
+    if cond_type.startswith("v2v"):
+        return [cond_type, gr.update(), gr.update(), existing[0] if existing else gr.update()]
+    first = existing[0] if existing else gr.update()
+    last = existing[-1] if cond_type == "i2v_loop" and len(existing) > 1 else gr.update()
+    return [cond_type, first, last, gr.update()]

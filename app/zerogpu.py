@@ -1,0 +1,25 @@
+"""Hugging Face ZeroGPU support: `@spaces.GPU` around GPU-bound calls when `spaces` is installed.
+
+On a ZeroGPU Space the decorator attaches a GPU for the call, for at most `duration` seconds
+(a function of the call's arguments, so short jobs queue with priority); elsewhere the `spaces`
+package is absent (or the decorator is a no-op) and the function runs as is.
+"""
+
+from typing import Callable
+
+
+def spaces_available() -> bool:
+    try:
+        import spaces  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def gpu_task(duration: Callable[..., int]):
+    """Decorator: `spaces.GPU(duration=duration)` if available, else the identity."""
+    try:
+        import spaces
+    except ImportError:
+        return lambda fn: fn
+    return spaces.GPU(duration=duration)

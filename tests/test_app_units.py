@@ -1,0 +1,337 @@
+"""The app's parts without a server: cancel flags, progress/ETA, references, fine-tune runs (with a
+stand-in trainer), history, reuse settings, ZeroGPU wrapper, and that switching presets frees the
+old pipeline."""
+
+import gc
+import json
+import sys
+import time
+import types
+import weakref
+from pathlib import Path
+
+import pytest
+
+from app.cancel import CancelRegistry
+from app.progress import StepProgress, format_seconds
+from app.tab_i2v import reference_paths
+from app.training_runs import (
+    RunSpec,
+    TrainingRuns,
+    config_for_preset,
+    dataset_csv,
+    lora_choices,
+    read_metrics,
+    training_configs,
+)
+from opensora.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_TRAINER = (sys.executable, str(REPO / "tests" / "fake_trainer.py"))
+
+
+# ------------------------------------------------------------------------------ cancel / progress
+def test_cancel_registry_flags_running_and_queued_jobs_of_one_session_only():
+    cancels = CancelRegistry()
+    cancels.arm("a")
+    cancels.arm("a")
+    cancels.arm("b")
+    running = cancels.start("a")  # the oldest armed event of session a
+    assert cancels.cancel("a") == 2  # the running one and the one still queued
+    assert running.is_set()
+    queued = cancels.start("a")
+    assert queued.is_set()  # cancelled while it waited: the job stops before step 1
+    other = cancels.start("b")
+    assert not other.is_set()
+    api_call = cancels.start("c")  # API calls come without arm(): a fresh event
+    assert not api_call.is_set()
+    for session, event in (("a", running), ("a", queued), ("b", other), ("c", api_call)):
+        cancels.finish(session, event)
+    assert cancels.cancel("a") == 0
+
+
+def test_step_progress_counts_steps_across_samples_and_gives_an_eta():
+    reports = []
+    progress = StepProgress(lambda fraction, desc: reports.append((fraction, desc)))
+    progress.message("loading")
+    progress.begin(num_samples=2)
+    for _sample in range(2):
+        for step in range(3):
+            progress(step, 3, None)
+    assert reports[0] == (None, "loading")
+    assert [r[0] for r in reports[1:]] == [(1, 6), (2, 6), (3, 6), (4, 6), (5, 6), (6, 6)]
+    assert reports[1][1].startswith("sample 1/2 · step 1/3 · ETA ")
+    assert reports[-1][1] == "sample 2/2 · step 3/3 · ETA 0 s"
+    assert format_seconds(75) == "1 min 15 s" and format_seconds(3700) == "1 h 01 min"
+
+
+def test_reference_paths_per_conditioning_type():
+    assert reference_paths("i2v_head", "a.png", None, None) == ["a.png"]
+    assert reference_paths("i2v_tail", "a.png", "b.png", None) == ["a.png"]
+    assert reference_paths("i2v_loop", "a.png", "b.png", None) == ["a.png", "b.png"]
+    assert reference_paths("i2v_loop", "a.png", None, None) == ["a.png"]  # loops back to the same image
+    assert reference_paths("v2v_tail", "a.png", None, "v.mp4") == ["v.mp4"]
+    assert reference_paths("i2v_head", None, None, None) == []
+
+
+# ------------------------------------------------------------------------------ fine-tune runs
+def test_dataset_folder_of_videos_and_captions_becomes_a_csv(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.mp4").write_bytes(b"x")
+    (clips / "a.txt").write_text("a red ball\nbounces\n")
+    (clips / "b.mp4").write_bytes(b"x")
+    with pytest.raises(UserError, match="caption.*b.mp4"):
+        dataset_csv(str(clips), tmp_path / "run")
+    (clips / "b.txt").write_text("a blue cube")
+    csv_path = dataset_csv(str(clips), tmp_path / "run")
+    assert csv_path == tmp_path / "run" / "data.csv"
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "path,text"
+    assert lines[1] == f"{clips.resolve() / 'a.mp4'},a red ball bounces"
+    given = tmp_path / "given.csv"
+    given.write_text("path,text\n")
+    assert dataset_csv(str(given), tmp_path / "run2") == given.resolve()
+    with pytest.raises(UserError, match="does not exist"):
+        dataset_csv(str(tmp_path / "nope"), tmp_path / "run3")
+
+
+def test_training_settings_files_give_the_tab_its_defaults(tmp_path):
+    (tmp_path / "train-default.toml").write_text('mode = "lora"\nsteps = 1000\n[optim]\nlr = 1e-4\n')
+    (tmp_path / "train-tiny.toml").write_text('preset = "tiny-random"\nsteps = 30\n[optim]\nlr = 1e-2\n'
+                                              '[lora]\nrank = 8\n')
+    (tmp_path / "train-broken.toml").write_text("steps = [")
+    configs = training_configs(tmp_path)
+    assert set(configs) == {"default", "tiny"}
+    assert (configs["tiny"].steps, configs["tiny"].lr, configs["tiny"].lora_rank) == (30, 1e-2, 8)
+    assert config_for_preset("tiny-random", configs) == "tiny"
+    assert config_for_preset("opensora-v2-256px", configs) == "default"
+
+
+def wait_for_state(runs, name, states, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = runs.view(name)
+        settled = view.state == "running" or runs.running_name() is None  # final status: process gone too
+        if view.state in states and settled:
+            return view
+        time.sleep(0.1)
+    raise AssertionError(f"run {name} stayed {runs.view(name).state}; log:\n{runs.view(name).log_tail}")
+
+
+def test_training_run_start_finish_and_lora_in_picker(tmp_path):
+    runs = TrainingRuns(tmp_path / "runs", command=FAKE_TRAINER)
+    data = tmp_path / "data.csv"
+    data.write_text("path,text\nx.mp4,a ball\n")
+    runs.start(RunSpec(name="first", preset="tiny-random", data=str(data), lora_rank=4, steps=5, lr=1e-3,
+                       config="tiny"))
+    view = wait_for_state(runs, "first", {"finished", "failed", "exited"})
+    assert view.state == "finished" and view.step == 5 and view.total_steps == 5
+    assert [m["step"] for m in view.metrics] == [1, 2, 3, 4, 5]
+    assert "step 5 loss" in view.log_tail
+    launch = json.loads((tmp_path / "runs" / "first" / "app_launch.json").read_text())
+    assert launch["args"][:4] == ["--config", "tiny", "--preset", "tiny-random"]
+    assert launch["args"][-4:] == ["--mode", "lora", "--lora-rank", "4"]
+    labels = dict(lora_choices(tmp_path / "runs"))
+    assert labels["first (tiny-random)"] == str((tmp_path / "runs" / "first" / "lora.safetensors").resolve())
+    assert runs.run_names() == ["first"]
+    with pytest.raises(UserError, match="exists already"):
+        runs.start(RunSpec(name="first", preset="tiny-random", data=str(data)))
+    with pytest.raises(UserError, match="has finished"):
+        runs.resume("first")
+    with pytest.raises(UserError, match="not allowed"):
+        runs.start(RunSpec(name="../escape", preset="tiny-random", data=str(data)))
+
+
+def test_training_run_stop_is_clean_and_resume_continues(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_S", "0.2")
+    runs = TrainingRuns(tmp_path / "runs", command=FAKE_TRAINER)
+    data = tmp_path / "data.csv"
+    data.write_text("path,text\n")
+    runs.start(RunSpec(name="long", preset="tiny-random", data=str(data), steps=12))
+    wait_for_state(runs, "long", {"running"})
+    with pytest.raises(UserError, match="still training"):
+        runs.start(RunSpec(name="other", preset="tiny-random", data=str(data)))
+    while not read_metrics(tmp_path / "runs" / "long" / "metrics.jsonl"):
+        time.sleep(0.05)
+    assert runs.stop("long")
+    view = wait_for_state(runs, "long", {"stopped", "exited", "failed"})
+    assert view.state == "stopped" and 0 < view.step < 12
+    stopped_at = view.step
+    assert (tmp_path / "runs" / "long" / "checkpoints" / f"step-{stopped_at:06d}").is_dir()
+    assert not runs.stop("long")  # not running any more
+    monkeypatch.setenv("FAKE_STEP_S", "0.01")
+    runs.resume("long")
+    view = wait_for_state(runs, "long", {"finished", "failed", "exited"})
+    assert view.state == "finished" and view.step == 12
+    steps = [m["step"] for m in view.metrics]
+    assert steps == list(range(1, 13))  # continued where it stopped, no step twice
+
+
+def test_training_run_that_crashes_shows_its_exit_and_console(tmp_path):
+    runs = TrainingRuns(tmp_path / "runs", command=(sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"))
+    data = tmp_path / "data.csv"
+    data.write_text("path,text\n")
+    runs.start(RunSpec(name="bad", preset="tiny-random", data=str(data)))
+    view = wait_for_state(runs, "bad", {"exited"})
+    assert "code 3" in view.message and "boom" in view.log_tail
+
+
+# ------------------------------------------------------------------------------ history / reuse
+def test_history_items_and_reuse_fill_from_sidecars(tmp_path):
+    import torch
+
+    from app.config import AppConfig
+    from app.settings_form import FILL_FIELDS, fill_updates
+    from app.tab_history import history_items, read_sidecar
+    from opensora.io.outputs import OutputWriter
+
+    writer = OutputWriter(tmp_path / "out")
+    video = torch.zeros(3, 5, 32, 64)
+    settings = {"preset": "tiny-random", "prompt": "a ball", "cond_type": "t2v", "seed": 7, "num_frames": 5,
+                "resolution": "tiny", "aspect_ratio": "1:1", "num_steps": 3, "guidance": 5.0,
+                "guidance_img": 2.0, "motion_score": 9}
+    writer.write(video, 8, settings, text="a ball", seed=7)
+    writer.write(video, 8, {**settings, "prompt": "a cube", "cond_type": "i2v_head"}, text="a cube", seed=8)
+    items, indices = history_items(tmp_path / "out", limit=10)
+    assert indices == [1, 0]  # newest first
+    assert items[0][1].startswith("#0001 · i2v_head · a cube")
+    assert read_sidecar(tmp_path / "out", 0)["seed"] == 7
+
+    config = AppConfig(output_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
+    values = dict(zip(FILL_FIELDS, fill_updates(read_sidecar(tmp_path / "out", 0), config)))
+    assert values["preset"] == "tiny-random"
+    assert values["aspect_ratio"]["value"] == "1:1"
+    assert values["num_frames"] == 5 and values["num_steps"] == 3 and values["motion_score"] == "9"
+    assert values["seed"] == 7 and values["random_seed"] is False
+
+
+def test_presets_without_files_are_not_selectable_and_say_how_to_get_them(tmp_path):
+    from app.presets_info import availability, check_selectable
+
+    info = availability(tmp_path)
+    assert "tiny-random" in info.selectable and "opensora-v2-256px" in info.missing
+    help_text = info.help_markdown(tmp_path)
+    assert "Open_Sora_v2.safetensors" in help_text and "huggingface-cli download" in help_text
+    with pytest.raises(UserError, match="missing .*Open_Sora_v2.safetensors.*huggingface-cli download"):
+        check_selectable("opensora-v2-256px", tmp_path)
+    with pytest.raises(UserError, match="unknown preset 'nope'"):
+        check_selectable("nope", tmp_path)
+
+
+# ------------------------------------------------------------------------------ ZeroGPU
+def test_gpu_task_uses_spaces_when_installed(monkeypatch):
+    from app import zerogpu
+
+    calls = []
+
+    def fake_gpu(duration):
+        def wrap(fn):
+            def run(*args):
+                calls.append(duration(*args))
+                return fn(*args)
+            return run
+        return wrap
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=fake_gpu))
+    wrapped = zerogpu.gpu_task(duration=lambda x: 10 * x)(lambda x: x + 1)
+    assert wrapped(3) == 4 and calls == [30]
+    monkeypatch.setitem(sys.modules, "spaces", None)  # import fails: plain function
+    plain = lambda x: x  # noqa: E731
+    assert zerogpu.gpu_task(duration=lambda x: 1)(plain) is plain
+
+
+def test_gpu_duration_grows_with_the_work():
+    from app.generation import GenerationRequest, estimate_gpu_seconds
+
+    small = estimate_gpu_seconds(GenerationRequest(preset="opensora-v2-256px", prompt="x", num_frames=33, num_steps=10))
+    large = estimate_gpu_seconds(GenerationRequest(preset="opensora-v2-768px", prompt="x", num_frames=129, num_steps=50))
+    assert 30 <= small < large <= 900
+
+
+# ------------------------------------------------------------------------------ model memory
+def test_switching_presets_frees_the_old_pipeline(tmp_path):
+    """Load tiny-random, generate (also a failing run whose traceback passed through the
+    pipeline), switch to another preset: the first pipeline object must be garbage."""
+    import psutil
+
+    from app.config import AppConfig
+    from app.generate_handler import GenerateHandler
+    from app.generation import GenerationRequest
+    from app.model_cache import PipelineCache
+
+    other = tmp_path / "tiny-b.toml"
+    text = (REPO / "presets" / "tiny-random.toml").read_text().replace('name = "tiny-random"', 'name = "tiny-b"')
+    other.write_text(text.replace("seed = 0", "seed = 5"))
+    config = AppConfig(output_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
+    cache = PipelineCache(config.ckpt_dir, device="cpu", dtype="fp32")
+    handler = GenerateHandler(config, cache, CancelRegistry())
+    no_progress = lambda *args, **kwargs: None  # noqa: E731
+    video, _, status, seed = handler.run(GenerationRequest(preset="tiny-random", prompt="a ball", num_frames=5,
+                                                           num_steps=2, seed=3), None, no_progress)
+    assert Path(video).is_file() and seed == 3
+    assert cache.get("tiny-random") is cache.get("tiny-random")  # loaded once, kept
+    first = weakref.ref(cache.get("tiny-random"))
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    import gradio as gr
+
+    with pytest.raises(gr.Error):  # fails inside the pipeline (reference decoding)
+        handler.run(GenerationRequest(preset="tiny-random", prompt="a ball", cond_type="i2v_head",
+                                      reference=[str(bad)], num_frames=5, num_steps=2), None, no_progress)
+    rss_before = psutil.Process().memory_info().rss
+    assert cache.get(str(other)).preset.name == "tiny-b"
+    gc.collect()
+    assert first() is None, f"old pipeline still referenced by: {gc.get_referrers(first())[:3]}"
+    assert cache.loaded == str(other)
+    cache.unload()
+    gc.collect()
+    assert cache.loaded is None
+    assert psutil.Process().memory_info().rss < rss_before + 200 * 2**20  # no second model kept around
+
+
+def test_generation_cancelled_between_steps_reports_and_writes_nothing(tmp_path):
+    from app.config import AppConfig
+    from app.generate_handler import GenerateHandler
+    from app.generation import GenerationRequest
+    from app.model_cache import PipelineCache
+
+    config = AppConfig(output_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
+    cancels = CancelRegistry()
+    handler = GenerateHandler(config, PipelineCache(config.ckpt_dir, "cpu", "fp32"), cancels)
+    seen = []
+
+    def progress(fraction, desc=None, unit=None):
+        seen.append(fraction)
+        if fraction and fraction[0] == 2:
+            cancels.cancel("no-session")
+
+    video, _, status, _ = handler.run(GenerationRequest(preset="tiny-random", prompt="a ball", num_frames=5,
+                                                        num_steps=50), None, progress)
+    assert video is None and "Cancelled" in status and "step 3 of 50" in status
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.mp4"))
+
+
+@pytest.mark.parametrize("raised, message", [
+    ("oom", "Out of memory while generating. Try fewer frames"),
+    ("bug", "Generation failed \\(RuntimeError: kaputt\\). The app is still running."),
+])
+def test_out_of_memory_and_unexpected_errors_become_messages(tmp_path, monkeypatch, raised, message):
+    import gradio as gr
+    import torch
+
+    from app import generate_handler
+    from app.config import AppConfig
+    from app.generation import GenerationRequest
+    from app.model_cache import PipelineCache
+
+    def failing(*_args):
+        raise torch.OutOfMemoryError("CUDA out of memory") if raised == "oom" else RuntimeError("kaputt")
+
+    monkeypatch.setattr(generate_handler, "run_generation", failing)
+    config = AppConfig(output_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
+    cancels = CancelRegistry()
+    handler = generate_handler.GenerateHandler(config, PipelineCache(config.ckpt_dir, "cpu", "fp32"), cancels)
+    with pytest.raises(gr.Error, match=message):
+        handler.run(GenerationRequest(preset="tiny-random", prompt="x"), None, lambda *a, **k: None)
+    assert cancels.cancel("no-session") == 0  # the failed job's cancel flag is cleaned up
