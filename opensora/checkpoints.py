@@ -46,8 +46,9 @@ def file_status(preset: Preset, ckpt_dir: str | Path | None) -> list[FileStatus]
     return statuses
 
 
-def require_files(preset: Preset, ckpt_dir: str | Path | None) -> None:
-    missing = [s for s in file_status(preset, ckpt_dir) if not s.present]
+def require_files(preset: Preset, ckpt_dir: str | Path | None, roles: tuple[str, ...] | None = None) -> None:
+    """Raise a UserError naming every missing file (of `roles`, default all) and how to get them."""
+    missing = [s for s in file_status(preset, ckpt_dir) if not s.present and (roles is None or s.role in roles)]
     if not missing:
         return
     names = "\n".join(f"  - {s.path} ({s.role})" for s in missing)

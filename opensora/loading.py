@@ -41,8 +41,14 @@ def load_vae_weights(path: Path, preset: Preset, dtype: torch.dtype, device: str
     return vae.to(device).eval()
 
 
-def load_components(preset: Preset, ckpt_dir=None, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """(transformer, vae, text_conditioner) ready for inference."""
+def load_components(
+    preset: Preset, ckpt_dir=None, device: str = "cpu", dtype: torch.dtype = torch.float32, random_mmdit: bool = False
+):
+    """(transformer, vae, text_conditioner) ready for inference.
+
+    random_mmdit: draw the MMDiT from the preset's seed instead of reading its file (training a
+    model from scratch on top of trained VAE and text encoders, as the demo model is made).
+    """
     if preset.weights == "random":
         with torch.random.fork_rng():
             torch.manual_seed(preset.seed)
@@ -54,9 +60,14 @@ def load_components(preset: Preset, ckpt_dir=None, device: str = "cpu", dtype: t
         if dtype != torch.float32:  # diffusers warns on fp32 -> fp32 casts
             transformer, vae, text = transformer.to(dtype=dtype), vae.to(dtype=dtype), text.to(dtype=dtype)
         return transformer.to(device).eval(), vae.to(device).eval(), text.to(device)
-    require_files(preset, ckpt_dir)
+    require_files(preset, ckpt_dir, roles=("vae", "t5", "clip") if random_mmdit else None)
     root = checkpoint_root(preset, ckpt_dir)
-    transformer = load_mmdit_weights(root / preset.files.mmdit, preset, dtype, device)
+    if random_mmdit:
+        with torch.random.fork_rng():
+            torch.manual_seed(preset.seed)
+            transformer = build_mmdit(preset.mmdit).to(device, dtype).eval()
+    else:
+        transformer = load_mmdit_weights(root / preset.files.mmdit, preset, dtype, device)
     vae = load_vae_weights(root / preset.files.vae, preset, dtype, device)
     try:
         text = TextConditioner.from_pretrained(root / preset.files.t5, root / preset.files.clip, preset.text, dtype, device)

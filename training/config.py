@@ -22,6 +22,7 @@ from opensora.errors import UserError
 # Kept free of torch/diffusers imports so `--help` is instant. Same folder as opensora.presets.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
+INITS = ("preset", "random")
 MODES = ("lora", "full")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine", "linear")  # shape after the warmup
@@ -129,6 +130,7 @@ class TrainConfig:
     buckets: str = "buckets-demo"  # bucket table: presets/buckets-NAME.toml, NAME or a path
     ckpt_dir: str = "ckpts"  # official checkpoints, for official presets
     mode: str = "lora"  # "lora" or "full"
+    init: str = "preset"  # "preset": start from the preset's MMDiT weights; "random": from scratch (full mode)
     steps: int = 1000  # optimizer steps in total (a resumed run counts from its checkpoint)
     seed: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -255,6 +257,10 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise UserError(f"{flag} is required (or set `{name}` in the training config TOML)")
     if config.mode not in MODES:
         raise UserError(f"mode is {config.mode!r}; allowed: {', '.join(MODES)}")
+    if config.init not in INITS:
+        raise UserError(f"init is {config.init!r}; allowed: {', '.join(INITS)}")
+    if config.init == "random" and config.mode != "full":
+        raise UserError("init 'random' (training from scratch) needs mode 'full'")
     _check("steps", config.steps, 1, 10_000_000)
     _check("seed", config.seed, 0, SEED_MAX)
 

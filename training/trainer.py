@@ -419,7 +419,9 @@ class Trainer:
         # frozen base can stay in the compute dtype, peft keeps the adapter in float32.
         base_dtype = torch.float32 if c.mode == "full" else self.frozen_dtype
         device = str(self.accelerator.device)
-        transformer, vae, text_encoder = load_components(preset, c.ckpt_dir, device, base_dtype)
+        transformer, vae, text_encoder = load_components(
+            preset, c.ckpt_dir, device, base_dtype, random_mmdit=c.init == "random"
+        )
         if base_dtype != self.frozen_dtype:
             vae, text_encoder = vae.to(dtype=self.frozen_dtype), text_encoder.to(dtype=self.frozen_dtype)
         vae.requires_grad_(False)

@@ -20,6 +20,7 @@ OPTIONS: list[tuple[str, str, type, str]] = [
     ("--buckets", "buckets", str, "bucket table (resolutions, aspect ratios, frame counts, batch sizes): presets/buckets-NAME.toml by NAME, or a TOML path"),
     ("--ckpt-dir", "ckpt_dir", str, "folder with the official checkpoints (official presets only)"),
     ("--mode", "mode", str, f"what is trained: {' or '.join(MODES)} (lora: a small adapter; full: every MMDiT weight)"),
+    ("--init", "init", str, "preset: start from the preset's MMDiT weights; random: train the MMDiT from scratch (mode full; the VAE and text encoders still come from the preset's files)"),
     ("--steps", "steps", int, "optimizer steps in total; a resumed run continues up to this count"),
     ("--seed", "seed", int, "seeds the data order, crops, noise, timesteps, cond types and caption dropout"),
     ("--lr", "optim.lr", float, "peak learning rate of AdamW"),
@@ -46,7 +47,7 @@ OPTIONS: list[tuple[str, str, type, str]] = [
 ]
 METAVARS = {
     "--preset": "NAME|FILE", "--data": "CSV", "--output-dir": "DIR", "--buckets": "NAME|FILE", "--ckpt-dir": "DIR",
-    "--mode": "|".join(MODES), "--lr-schedule": "|".join(LR_SCHEDULES), "--mixed-precision": "|".join(MIXED_PRECISION),
+    "--mode": "|".join(MODES), "--init": "preset|random", "--lr-schedule": "|".join(LR_SCHEDULES), "--mixed-precision": "|".join(MIXED_PRECISION),
     "--device": "auto|cpu|cuda", "--cache-dir": "DIR",
 }
 SWITCHES: list[tuple[str, str, str]] = [
