@@ -50,24 +50,13 @@ class GenerationOutput:
 def check_request(request: GenerationRequest, ckpt_dir: Path):
     """Fail on bad settings before spending seconds or minutes loading the model (as the CLI)."""
     from app.presets_info import check_selectable
-    from opensora.pipeline import check_num_frames
-    from opensora.refine import parse_motion_setting
-    from opensora.sampling.conditioning import normalize_cond_type
+    from opensora.generation import check_settings
 
     preset = check_selectable(request.preset, ckpt_dir)
-    if not request.prompt or not request.prompt.strip():
-        raise UserError("the prompt is empty: describe the video to generate")
-    check_num_frames(preset.sampler.num_frames if request.num_frames is None else request.num_frames)
-    preset.image_size(request.resolution or preset.sampler.resolution, request.aspect_ratio or preset.sampler.aspect_ratio)
-    request.cond_type = normalize_cond_type(request.cond_type)
-    if request.motion_score is not None:
-        parse_motion_setting(request.motion_score)
-    if request.cond_type != "t2v":
-        if not request.reference:
-            raise UserError(f"cond type {request.cond_type} needs a reference image or video: upload one")
-        for path in request.reference:
-            if not Path(path).is_file():
-                raise UserError(f"reference file {path} does not exist (upload it again)")
+    request.cond_type = check_settings(
+        preset, request.prompt, request.cond_type, list(request.reference), request.num_frames,
+        request.resolution, request.aspect_ratio, motion_score=request.motion_score,
+    )
     if request.lora and not Path(request.lora).is_file():
         raise UserError(f"LoRA file {request.lora} does not exist")
     return preset
@@ -77,6 +66,7 @@ def run_generation(cache, request: GenerationRequest, output_dir: Path, progress
     """Generate and write `request.num_samples` videos. `progress` is an `app.progress.StepProgress`
     (or anything with `message(text)` and `(step, total, latent)`); `cancel_event` stops it
     between steps (GenerationCancelled)."""
+    from opensora.generation import write_videos
     from opensora.io.outputs import OutputWriter
     from opensora.refine import RefineSettings, prepare_prompt
     from opensora.sampling.denoise import GenerationCancelled
@@ -107,11 +97,7 @@ def run_generation(cache, request: GenerationRequest, output_dir: Path, progress
         )
         del pipe  # the cache owns the pipeline; no stray reference may outlive a preset switch
     progress.message("writing the video")
-    writer = OutputWriter(output_dir)
-    paths = []
-    for video, settings in zip(result.videos, result.settings):
-        settings["prompt_handling"] = prepared.to_sidecar()  # (the pipeline records its LoRAs itself)
-        paths.append(writer.write(video, settings["fps"], settings, text=request.prompt, seed=settings["noise_seed"]))
+    paths = write_videos(OutputWriter(output_dir), result, prepared, request.prompt)
     return GenerationOutput(paths, result.settings, prepared.notices, round(time.time() - started, 2))
 
 

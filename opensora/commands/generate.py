@@ -86,23 +86,14 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
 
 def check_jobs(jobs: list[Job], args: argparse.Namespace, preset) -> None:
     """Fail on bad settings before spending seconds or minutes loading the model."""
-    from opensora.pipeline import check_num_frames
-    from opensora.sampling.conditioning import normalize_cond_type
+    from opensora.generation import check_settings
 
-    num_frames = preset.sampler.num_frames if args.num_frames is None else args.num_frames
-    check_num_frames(num_frames)
-    if args.height is None and args.width is None:
-        preset.image_size(args.resolution or preset.sampler.resolution, args.aspect_ratio or preset.sampler.aspect_ratio)
     for job in jobs:
-        if not job.text.strip():
-            raise UserError("a prompt is empty: describe the video to generate")
-        job.cond_type = normalize_cond_type(job.cond_type)
-        if job.cond_type != "t2v":
-            if not job.ref:
-                raise UserError(f"cond type {job.cond_type} needs a reference image or video (--ref)")
-            for path in job.ref.split(";"):
-                if not Path(path).is_file():
-                    raise UserError(f"reference file {path} does not exist")
+        job.cond_type = check_settings(
+            preset, job.text, job.cond_type, job.ref.split(";") if job.ref else [], args.num_frames,
+            args.resolution, args.aspect_ratio, sized=args.height is not None or args.width is not None,
+            motion_score=args.motion_score,
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from opensora.checkpoints import default_preset_name
+    from opensora.generation import write_videos
     from opensora.io.outputs import OutputWriter
     from opensora.lora import parse_lora_spec, read_lora_file
     from opensora.pipeline import OpenSoraPipeline
@@ -155,8 +147,6 @@ def run(args: argparse.Namespace) -> int:
             noise_seed=args.noise_seed, num_samples=args.num_sample, callback=progress,
         )
         bar.close()
-        for video, settings in zip(result.videos, result.settings):
-            settings["prompt_handling"] = prepared.to_sidecar()
-            path = writer.write(video, settings["fps"], settings, text=job.text, seed=settings["noise_seed"])
+        for path in write_videos(writer, result, prepared, job.text):
             print(path)
     return 0
