@@ -1,0 +1,128 @@
+"""The demo model's VAE and text encoders: their trainers run, and the committed files work."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from opensora.models.text_encoders import TextConditioner, TextConfig
+from opensora.presets import load_preset
+from opensora.prompts import model_prompt
+from opensora.refine.shapes_world import normalize_to_shapes_world
+from training.cli import main
+from training.text_encoder_trainer import TextTrainConfig, train_text_encoders
+from training.vae_trainer import psnr, to_tensor, write_scale_factor
+from training.shapes_world import render_clip, sample_spec
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "models" / "demo"
+
+
+def test_train_vae_writes_loadable_weights_with_scale(tmp_path):
+    preset_path = tmp_path / "tiny.toml"
+    preset_path.write_text((REPO / "presets" / "tiny-random.toml").read_text())
+    out = tmp_path / "vae.safetensors"
+    argv = ["train-vae", "--preset", str(preset_path), "--out", str(out), "--work-dir", str(tmp_path / "run"),
+            "--steps", "2", "--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1",
+            "--eval-frames", "5", "--checkpoint-every", "1"]
+    assert main(argv) == 0
+    with safe_open(str(out), "pt") as f:
+        scale = float(f.metadata()["scale_factor"])
+    assert scale > 0
+    preset = load_preset(str(preset_path))  # the TOML now carries the new scale
+    assert preset.vae.scale_factor == pytest.approx(scale, rel=1e-5)
+    from opensora.loading import load_vae_weights
+
+    vae = load_vae_weights(out, preset, torch.float32, "cpu")
+    assert vae.config.scale_factor == pytest.approx(scale, rel=1e-5)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert {"psnr_frame0", "psnr_all"} <= set(summary["eval_train_combos"])
+    # Resuming a finished run trains nothing and keeps the result.
+    assert main([*argv, "--resume", "auto", "--no-update-preset"]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["resumed_from"] == 2
+
+
+def test_write_scale_factor_edits_only_the_vae_table(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[mmdit]\nscale_factor = 3.0\n[vae]\nblock_out_channels = [8, 16]\nscale_factor = 1.0   # why\n[text]\n')
+    write_scale_factor(path, 0.25)
+    assert path.read_text() == '[mmdit]\nscale_factor = 3.0\n[vae]\nblock_out_channels = [8, 16]\nscale_factor = 0.250000   # why\n[text]\n'
+
+
+def test_text_encoders_train_and_reload(tmp_path):
+    cfg = TextTrainConfig(steps=3, batch_size=8, num_captions=60, eval_captions=20)
+    summary = train_text_encoders(cfg, tmp_path)
+    assert "clip_colour" in summary["held_out_accuracy"]
+    text = TextConditioner.from_pretrained(tmp_path / "t5", tmp_path / "clip", cfg.text)
+    prompt = model_prompt("a red circle moving left on a black background", fps=12, motion_score=4)
+    t5_ids = text.t5_tokenizer(prompt, padding="max_length", truncation=True, max_length=24)["input_ids"]
+    clip_ids = text.clip_tokenizer(prompt, padding="max_length", truncation=True, max_length=24)["input_ids"]
+    eos, pad = text.t5_tokenizer.eos_token_id, text.t5_tokenizer.pad_token_id
+    assert len(t5_ids) == len(clip_ids) == 24
+    assert t5_ids[t5_ids.index(eos) + 1:] == [pad] * (23 - t5_ids.index(eos))  # text </s> <pad>...
+    assert clip_ids[0] == text.clip_tokenizer.bos_token_id  # <s> text </s> </s>...
+    assert text.clip_tokenizer.pad_token_id == eos == text.clip.config.eos_token_id
+    long = text.clip_tokenizer("red " * 40, padding="max_length", truncation=True, max_length=24)["input_ids"]
+    assert len(long) == 24 and long[-1] == eos  # truncation keeps the end token CLIP pools at
+    assert text.t5_tokenizer.convert_ids_to_tokens(text.t5_tokenizer("A RED zebra.")["input_ids"]) == [
+        "a", "red", "<unk>", ".", "</s>"]
+    txt, vec = text.encode([prompt, ""])
+    assert txt.shape == (2, 24, 64) and vec.shape == (2, 64)
+
+
+def _committed(*paths: str) -> None:
+    missing = [p for p in paths if not (DEMO / p).exists()]
+    if missing:
+        pytest.skip(f"committed demo files missing: {missing}")
+
+
+@pytest.fixture(scope="module")
+def first_frame_psnr() -> float:
+    """Frame-0 PSNR of the committed VAE on a rendered 33-frame clip of a held-out combination."""
+    _committed("vae.safetensors")
+    from opensora.loading import load_vae_weights
+
+    preset = load_preset("demo")
+    vae = load_vae_weights(DEMO / "vae.safetensors", preset, torch.float32, "cpu")
+    spec = sample_spec(np.random.default_rng(123), held_out=True, aspect_ratio="1:1")
+    clip = to_tensor(render_clip(spec))[None]
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(clip, sample=False))
+    assert recon.shape == clip.shape
+    return psnr(recon[:, :, 0], clip[:, :, 0])
+
+
+def test_committed_vae_reconstructs_first_frame(first_frame_psnr):
+    assert first_frame_psnr >= 20.0  # regression floor of the weights committed now
+
+
+@pytest.mark.xfail(strict=True, reason="i2v target not reached yet: the committed VAE gives ~21-23 dB (training/README.md)")
+def test_committed_vae_meets_i2v_target(first_frame_psnr):
+    assert first_frame_psnr >= 25.0
+
+
+@pytest.fixture(scope="module")
+def demo_text():
+    _committed("t5/model.safetensors", "clip/model.safetensors")
+    return TextConditioner.from_pretrained(DEMO / "t5", DEMO / "clip", load_preset("demo").text)
+
+
+def _pooled(text, prompts):
+    return text.encode([model_prompt(p, fps=12, motion_score=4) for p in prompts])[1]
+
+
+def test_committed_encoders_separate_prompts(demo_text):
+    vec = _pooled(demo_text, ["a red circle moving left on a black background", "a blue square moving up on a gray background"])
+    assert not torch.allclose(vec[0], vec[1], atol=1e-3)
+    assert torch.nn.functional.cosine_similarity(vec[0], vec[1], dim=0) < 0.9
+
+
+def test_committed_encoders_agree_on_normalised_paraphrases(demo_text):
+    first, _ = normalize_to_shapes_world("a red ball rolling leftwards on a black background")
+    second, _ = normalize_to_shapes_world("Crimson circle moving to the left against a dark backdrop")
+    assert first == second
+    vec = _pooled(demo_text, [first, second])
+    assert torch.equal(vec[0], vec[1])

@@ -1,0 +1,53 @@
+"""`python -m training train-vae`: train a preset's HunyuanVideo VAE on rendered shapes-world clips.
+
+Writes the weights (official key layout, scale_factor in the safetensors metadata), stores
+scale_factor = 1 / latent std in the preset TOML's [vae] table, and leaves checkpoints and
+summary.json (PSNR on full 33-frame clips) in --work-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from opensora.presets import load_preset
+from training.vae_trainer import VAETrainConfig, train_vae, write_scale_factor
+
+DEFAULTS = VAETrainConfig()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="demo", help="preset whose [vae] is trained: a name in presets/ or a TOML path (default demo)")
+    parser.add_argument("--out", required=True, help="weights file to write (.safetensors)")
+    parser.add_argument("--work-dir", required=True, help="run folder: checkpoints/ and summary.json")
+    parser.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"optimizer steps (default {DEFAULTS.steps})")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help=f"seeds init, batches and noise (default {DEFAULTS.seed})")
+    parser.add_argument("--resume", choices=("auto", "no"), default="no",
+                        help="auto: continue from the newest complete checkpoint in --work-dir (default no)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help=f"clips per step (default {DEFAULTS.batch_size})")
+    parser.add_argument("--crop-frames", type=int, default=DEFAULTS.crop_frames, help=f"frames per crop, 4k+1 (default {DEFAULTS.crop_frames})")
+    parser.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size, help=f"crop side in pixels (default {DEFAULTS.crop_size})")
+    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"peak AdamW learning rate (default {DEFAULTS.lr})")
+    parser.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every,
+                        help=f"save a resumable checkpoint every N steps (default {DEFAULTS.checkpoint_every})")
+    parser.add_argument("--eval-clips", type=int, default=DEFAULTS.eval_clips,
+                        help=f"full-size clips per eval set for PSNR and the latent std (default {DEFAULTS.eval_clips})")
+    parser.add_argument("--eval-frames", type=int, default=DEFAULTS.eval_frames,
+                        help=f"frames per eval clip (default {DEFAULTS.eval_frames}, the demo clip length)")
+    parser.add_argument("--threads", type=int, default=DEFAULTS.threads, help=f"torch CPU threads (default {DEFAULTS.threads})")
+    parser.add_argument("--no-update-preset", action="store_true", help="do not write scale_factor into the preset TOML")
+
+
+def run(args: argparse.Namespace) -> int:
+    preset = load_preset(args.preset)
+    cfg = VAETrainConfig(
+        steps=args.steps, seed=args.seed, batch_size=args.batch_size, crop_frames=args.crop_frames,
+        crop_size=args.crop_size, lr=args.lr, checkpoint_every=args.checkpoint_every,
+        eval_clips=args.eval_clips, eval_frames=args.eval_frames, threads=args.threads, warmup_steps=min(DEFAULTS.warmup_steps, max(args.steps // 10, 1)),
+    )
+    summary = train_vae(preset.vae, cfg, Path(args.out), Path(args.work_dir), resume=args.resume == "auto")
+    if not args.no_update_preset:
+        write_scale_factor(preset.path, summary["scale_factor"])
+    print(json.dumps({k: summary[k] for k in ("scale_factor", "eval_train_combos", "eval_held_out_combos")}, indent=1))
+    return 0

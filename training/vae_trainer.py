@@ -1,0 +1,257 @@
+"""Train the demo preset's HunyuanVideo VAE on shapes-world clips rendered on the fly.
+
+nanoGPT-style: one loop, one batch per step, an AdamW optimizer with warmup + cosine decay.
+Every batch is drawn from `np.random.default_rng([seed, step])`, so a resumed run sees exactly
+the batches an uninterrupted run would have seen, with nothing but weights and optimizer state
+in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from opensora.errors import UserError
+from opensora.models.hunyuan_vae import HunyuanVAE, VAEConfig
+from training.checkpointing import CheckpointData, CheckpointSaver, latest_checkpoint, read_checkpoint, remove_incomplete
+from training.shapes_world import DEFAULT_NUM_FRAMES, demo_frame_sizes, render_clip, sample_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VAETrainConfig:
+    steps: int = 1200
+    batch_size: int = 4
+    crop_frames: int = 9  # 4k+1: two latent frames after the causal first one
+    crop_size: int = 64
+    image_fraction: float = 0.2  # steps trained on single frames (what i2v encodes for frame 0)
+    image_batch_size: int = 8
+    lr: float = 1e-3
+    min_lr_fraction: float = 0.05
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    kl_weight: float = 1e-6  # on the KL summed over latents / pixel count (the SD/LDM convention)
+    mse_weight: float = 1.0  # loss = L1 + mse_weight * MSE
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    eval_clips: int = 8  # full 128x128 clips for PSNR and the latent std
+    eval_frames: int = DEFAULT_NUM_FRAMES
+    threads: int = 2
+
+
+# --------------------------------------------------------------------------- data
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T,H,W,3) -> float (3,T,H,W) in [-1,1]."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
+def sample_batch(cfg: VAETrainConfig, step: int) -> torch.Tensor:
+    """(B,3,T,S,S) random crops of freshly rendered training clips (held-out combos never appear)."""
+    rng = np.random.default_rng([cfg.seed, step])
+    images = rng.random() < cfg.image_fraction
+    batch, frames = (cfg.image_batch_size, 1) if images else (cfg.batch_size, cfg.crop_frames)
+    crops = []
+    for _ in range(batch):
+        # Render full-length clips so motion speeds match the real data, then crop a window.
+        spec = sample_spec(rng, held_out=False, num_frames=DEFAULT_NUM_FRAMES)
+        clip = render_clip(spec)
+        t0 = int(rng.integers(clip.shape[0] - frames + 1))
+        y0 = int(rng.integers(clip.shape[1] - cfg.crop_size + 1))
+        x0 = int(rng.integers(clip.shape[2] - cfg.crop_size + 1))
+        crops.append(to_tensor(clip[t0 : t0 + frames, y0 : y0 + cfg.crop_size, x0 : x0 + cfg.crop_size]))
+    return torch.stack(crops)
+
+
+def eval_clips(num: int, seed: int, held_out: bool, num_frames: int = DEFAULT_NUM_FRAMES) -> torch.Tensor:
+    """(N,3,T,128,128) full demo-size clips, fixed by `seed`."""
+    rng = np.random.default_rng(seed)
+    specs = [sample_spec(rng, held_out=held_out, num_frames=num_frames, aspect_ratio="1:1") for _ in range(num)]
+    return torch.stack([to_tensor(render_clip(spec)) for spec in specs])
+
+
+# --------------------------------------------------------------------------- loss, schedule
+
+
+def vae_loss(vae: HunyuanVAE, video: torch.Tensor, cfg: VAETrainConfig, generator: torch.Generator):
+    mean, logvar = vae.moments(video)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
+    recon = vae.model.decode(z).sample
+    l1 = (recon - video).abs().mean()
+    mse = F.mse_loss(recon, video)
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum() / video.numel()
+    loss = l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
+    return loss, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
+
+
+def learning_rate(cfg: VAETrainConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+    floor = cfg.lr * cfg.min_lr_fraction
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    state = optimizer.state_dict()["state"]
+    return {f"{index}.{name}": value.detach().cpu().clone() for index, slots in state.items() for name, value in slots.items()}
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    full = optimizer.state_dict()
+    full["state"] = state
+    optimizer.load_state_dict(full)
+
+
+def save_weights_atomic(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """temp file in the same folder + os.replace: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB for tensors in [-1,1] (peak-to-peak 2)."""
+    mse = F.mse_loss(a.clamp(-1, 1), b.clamp(-1, 1)).item()
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def evaluate(vae: HunyuanVAE, clips: torch.Tensor) -> dict[str, float]:
+    """Posterior-mean encode -> decode per clip; PSNR on frame 0 and on all frames, latent stats."""
+    vae.eval()
+    first, full, latents = [], [], []
+    for clip in clips:
+        mean, _ = vae.moments(clip[None])
+        recon = vae.model.decode(mean).sample
+        first.append(psnr(recon[:, :, 0], clip[None, :, 0]))
+        full.append(psnr(recon, clip[None]))
+        latents.append(mean.flatten())
+    z = torch.cat(latents)
+    return {
+        "psnr_frame0": float(np.mean(first)),
+        "psnr_all": float(np.mean(full)),
+        "psnr_frame0_min": float(np.min(first)),
+        "latent_mean": z.mean().item(),
+        "latent_std": z.std().item(),
+    }
+
+
+def write_scale_factor(toml_path: Path, scale: float) -> None:
+    """Rewrite the one `scale_factor = ...` line of the [vae] table, keeping its comment."""
+    lines = toml_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    table, changed = None, 0
+    for i, line in enumerate(lines):
+        header = re.match(r"^\s*\[([^\]]+)\]\s*(#.*)?$", line)
+        if header:
+            table = header.group(1).strip()
+        elif table == "vae" and re.match(r"^\s*scale_factor\s*=", line):
+            lines[i] = re.sub(r"(=\s*)[-+0-9.eE]+", lambda m: f"{m.group(1)}{scale:.6f}", line, count=1)
+            changed += 1
+    if changed != 1:
+        raise UserError(f"{toml_path} has no `scale_factor = ...` line in its [vae] table")
+    toml_path.write_text("".join(lines), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- loop
+
+
+def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_dir: Path, resume: bool) -> dict:
+    """Train, save `out_path` (weights + scale_factor metadata), return the summary dict."""
+    torch.set_num_threads(cfg.threads)
+    work_dir = Path(work_dir)
+    ckpt_root = work_dir / "checkpoints"
+    torch.manual_seed(cfg.seed)
+    vae = HunyuanVAE(vae_config)
+    vae.set_tiling(False)  # crops and 128px eval clips fit whole; tiling only costs time here
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+
+    start = 0
+    if resume:
+        remove_incomplete(ckpt_root)
+        found = latest_checkpoint(ckpt_root)
+        if found is not None:
+            data = read_checkpoint(found)
+            vae.model.load_state_dict(data.tensors["model"])
+            load_optimizer_tensors(optimizer, data.tensors["optimizer"])
+            start = data.step
+            log.info("resumed from %s (step %d)", found, start)
+    saver = CheckpointSaver(ckpt_root, keep_last=2, async_save=False)
+
+    def checkpoint(step: int) -> None:
+        state = {k: v.detach().clone() for k, v in vae.model.state_dict().items()}
+        saver.save(CheckpointData(step=step, tensors={"model": state, "optimizer": optimizer_tensors(optimizer)},
+                                  json={"config": asdict(cfg)}))
+
+    vae.train()
+    started = time.perf_counter()
+    for step in range(start, cfg.steps):
+        lr = learning_rate(cfg, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        video = sample_batch(cfg, step)
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        loss, parts = vae_loss(vae, video, cfg, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
+        optimizer.step()
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            elapsed = time.perf_counter() - started
+            log.info("step %d/%d loss %.4f l1 %.4f mse %.5f kl %.2f gnorm %.2f lr %.2e T=%d %.2fs/step",
+                     done, cfg.steps, loss.item(), parts["l1"], parts["mse"], parts["kl"], grad_norm.item(),
+                     lr, video.shape[2], elapsed / (done - start))
+        if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            checkpoint(done)
+    train_seconds = time.perf_counter() - started
+    if cfg.steps > start:
+        checkpoint(cfg.steps)
+
+    # Scale so that diffusion latents have unit variance; PSNR on full-size unseen clips.
+    seen = evaluate(vae, eval_clips(cfg.eval_clips, cfg.seed + 10_000, held_out=False, num_frames=cfg.eval_frames))
+    held = evaluate(vae, eval_clips(cfg.eval_clips, cfg.seed + 20_000, held_out=True, num_frames=cfg.eval_frames))
+    latent_std = (seen["latent_std"] + held["latent_std"]) / 2
+    scale = 1.0 / latent_std
+    metadata = {"format": "pt", "scale_factor": f"{scale:.6f}", "shift_factor": "0.0",
+                "trained_steps": str(cfg.steps), "psnr_frame0": f"{seen['psnr_frame0']:.2f}",
+                "psnr_all": f"{seen['psnr_all']:.2f}"}
+    save_weights_atomic(vae.model.state_dict(), Path(out_path), metadata)
+    summary = {"steps": cfg.steps, "resumed_from": start, "train_seconds_this_run": round(train_seconds, 1),
+               "scale_factor": scale, "eval_train_combos": seen, "eval_held_out_combos": held,
+               "config": asdict(cfg), "out": str(out_path)}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
