@@ -5,11 +5,7 @@ Adding a command: import its module below and add one line to COMMANDS.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
-
-from opensora.errors import UserError
+from opensora import subcommands
 from training.commands import finetune, render_shapes, train_text_encoders, train_vae
 
 COMMANDS = {
@@ -20,23 +16,9 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (module, help_text) in COMMANDS.items():
-        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
-    return parser
+def build_parser():
+    return subcommands.build_parser("python -m training", __doc__.splitlines()[0], COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    module = COMMANDS[args.command][0]
-    try:
-        return module.run(args) or 0
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return subcommands.run_command(build_parser(), COMMANDS, argv)
