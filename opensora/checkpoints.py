@@ -12,12 +12,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from opensora.errors import UserError
+from opensora.errors import UserError, listing
 from opensora.presets import Preset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CKPT_DIR = Path("ckpts")
-LISTED = 8  # names shown per problem kind before "... and N more"
 
 
 @dataclass
@@ -59,11 +58,6 @@ def require_files(preset: Preset, ckpt_dir: str | Path | None, roles: tuple[str,
     )
 
 
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:LISTED])
-    return shown + (f" ... and {len(names) - LISTED} more" if len(names) > LISTED else "")
-
-
 def check_keys(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], path: Path, what: str) -> None:
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
@@ -72,11 +66,11 @@ def check_keys(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int,
         return
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
+        problems.append(f"{len(missing)} missing keys: {listing(missing)}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
+        problems.append(f"{len(unexpected)} unexpected keys: {listing(unexpected)}")
     if wrong:
-        problems.append(f"{len(wrong)} tensors with the wrong shape: {_listing(wrong)}")
+        problems.append(f"{len(wrong)} tensors with the wrong shape: {listing(wrong)}")
     raise UserError(
         f"{path} does not match the {what} of this preset:\n  " + "\n  ".join(problems) +
         "\nIs it the right file for this preset (or the right preset for this file)?"

@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from opensora.errors import UserError
+from opensora.errors import UserError, listing
+from opensora.io.outputs import save_safetensors_atomic
 
 LORA_FORMAT = "opensora-studio-lora/1"
 KEY_PREFIX = "transformer."
 SCALE_RANGE = (-10.0, 10.0)
-LISTED = 6  # problems shown before "... and N more"
 
 
 @dataclass
@@ -115,7 +112,7 @@ def pairs_from_file_tensors(tensors: dict[str, torch.Tensor], path: Path) -> dic
             raise UserError(f"{path}: unexpected key {key!r}; expected transformer.<module>.lora_A/lora_B.weight")
     incomplete = [m for m, parts in modules.items() if len(parts) != 2]
     if incomplete:
-        raise UserError(f"{path}: modules without both lora_A and lora_B: {_listing(incomplete)}")
+        raise UserError(f"{path}: modules without both lora_A and lora_B: {listing(incomplete)}")
     if not modules:
         raise UserError(f"{path} holds no LoRA weights")
     return {m: (parts["lora_A"], parts["lora_B"]) for m, parts in modules.items()}
@@ -156,22 +153,7 @@ def write_lora_file(
 ) -> Path:
     """Write atomically (temp file in the same folder, then rename): readers never see half a file."""
     tensors, metadata = lora_file_tensors(pairs, rank, alpha, target_modules, preset, extra_metadata)
-    return save_file_atomic(tensors, path, metadata)
-
-
-def save_file_atomic(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; this is a normal output file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_safetensors_atomic(tensors, path, metadata)
 
 
 def check_lora_fits(lora: LoraFile, model: torch.nn.Module, preset_name: str) -> None:
@@ -190,9 +172,9 @@ def check_lora_fits(lora: LoraFile, model: torch.nn.Module, preset_name: str) ->
         return
     problems = []
     if missing:
-        problems.append(f"{len(missing)} modules not in this model: {_listing(missing)}")
+        problems.append(f"{len(missing)} modules not in this model: {listing(missing)}")
     if wrong:
-        problems.append(f"{len(wrong)} modules with the wrong shape: {_listing(wrong)}")
+        problems.append(f"{len(wrong)} modules with the wrong shape: {listing(wrong)}")
     raise UserError(
         f"LoRA {lora.path} (made for preset {lora.preset}) does not fit preset {preset_name}:\n  "
         + "\n  ".join(problems)
@@ -203,8 +185,3 @@ def check_lora_fits(lora: LoraFile, model: torch.nn.Module, preset_name: str) ->
 def lora_delta(a: torch.Tensor, b: torch.Tensor, scaling: float, scale: float) -> torch.Tensor:
     """scale * (alpha / r) * B @ A, in float32."""
     return (scale * scaling) * (b.float() @ a.float())
-
-
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:LISTED])
-    return shown + (f" ... and {len(names) - LISTED} more" if len(names) > LISTED else "")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from opensora.models.text_encoders import TextConditioner, TextConfig
+from opensora.models.text_encoders import TextConditioner
 from opensora.presets import load_preset
 from opensora.prompts import model_prompt
 from opensora.refine.shapes_world import normalize_to_shapes_world

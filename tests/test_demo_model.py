@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from opensora.checkpoints import default_preset_name, file_status

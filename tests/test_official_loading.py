@@ -12,7 +12,6 @@ from opensora.cli import main
 from opensora.errors import UserError
 from opensora.models.text_encoders import TextConditioner, TextConfig
 from opensora.pipeline import OpenSoraPipeline
-from opensora.presets import load_preset
 
 PRESET = """
 name = "fixture-official"

@@ -15,17 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from opensora.io.outputs import save_safetensors_atomic
 from opensora.models.hunyuan_vae import VAEConfig
 from training.buckets import Bucket
 from training.dataset_csv import SampleRecord
@@ -47,18 +45,6 @@ def sample_posterior(
     noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device, mean.dtype)
     z = mean + torch.exp(0.5 * logvar) * noise
     return vae_config.scale_factor * (z - vae_config.shift_factor)
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
@@ -95,7 +81,7 @@ class LatentCache:
         return {"mean": tensors["mean"], "logvar": tensors["logvar"], "fps": float(metadata.get("fps", "0"))}
 
     def save(self, record, bucket, fps, mean: torch.Tensor, logvar: torch.Tensor, clip_fps: float) -> None:
-        _atomic_save({"mean": mean, "logvar": logvar}, self.entry_path(record, bucket, fps), {"fps": repr(clip_fps)})
+        save_safetensors_atomic({"mean": mean, "logvar": logvar}, self.entry_path(record, bucket, fps), {"fps": repr(clip_fps)})
 
 
 def fill_latent_cache(
@@ -184,5 +170,5 @@ class TextEmbeddingCache:
             txt, y_vec = encoder.encode(missing)
             for i, text in enumerate(missing):
                 rows[text] = (txt[i].cpu(), y_vec[i].cpu())
-                _atomic_save({"txt": txt[i], "y_vec": y_vec[i]}, self._path(text))
+                save_safetensors_atomic({"txt": txt[i], "y_vec": y_vec[i]}, self._path(text))
         return torch.stack([rows[t][0] for t in texts]), torch.stack([rows[t][1] for t in texts])

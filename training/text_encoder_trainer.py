@@ -30,7 +30,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast,
 from opensora.models.text_encoders import SPECIAL_TOKENS, TextConfig
 from opensora.prompts import model_prompt
 from opensora.refine.shapes_world import shapes_world_caption
-from training.shapes_world import BACKGROUNDS, COLOURS, HELD_OUT, MOTIONS, SHAPES, caption, is_held_out, sample_spec, Combo
+from training.shapes_world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, Combo, caption, sample_spec
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from opensora.checkpoints import checkpoint_root
 from opensora.errors import UserError
 from opensora.loading import load_components
-from opensora.lora import pairs_from_file_tensors, save_file_atomic
+from opensora.io.outputs import save_safetensors_atomic
+from opensora.lora import pairs_from_file_tensors
 from opensora.models.mmdit import mmdit_forward
 from opensora.models.mmdit_convert import diffusers_to_official, official_to_diffusers
 from opensora.presets import load_preset
@@ -698,6 +699,6 @@ class Trainer:
                 self.ema.restore(self.trainable)
         path = self.out_dir / OUTPUT_FILES[self.config.mode]
         if self.main:
-            save_file_atomic(tensors, path, metadata)
+            save_safetensors_atomic(tensors, path, metadata)
             log.info("wrote %s", path)
         return path

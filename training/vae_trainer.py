@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from opensora.errors import UserError
+from opensora.io.outputs import save_safetensors_atomic
 from opensora.models.hunyuan_vae import HunyuanVAE, VAEConfig
 from training.checkpointing import CheckpointData, CheckpointSaver, latest_checkpoint, read_checkpoint, remove_incomplete
-from training.shapes_world import DEFAULT_NUM_FRAMES, demo_frame_sizes, render_clip, sample_spec
+from training.shapes_world import DEFAULT_NUM_FRAMES, render_clip, sample_spec
 
 log = logging.getLogger(__name__)
 
@@ -124,19 +122,6 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
     full = optimizer.state_dict()
     full["state"] = state
     optimizer.load_state_dict(full)
-
-
-def save_weights_atomic(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """temp file in the same folder + os.replace: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -248,7 +233,7 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     metadata = {"format": "pt", "scale_factor": f"{scale:.6f}", "shift_factor": "0.0",
                 "trained_steps": str(cfg.steps), "psnr_frame0": f"{seen['psnr_frame0']:.2f}",
                 "psnr_all": f"{seen['psnr_all']:.2f}"}
-    save_weights_atomic(vae.model.state_dict(), Path(out_path), metadata)
+    save_safetensors_atomic(vae.model.state_dict(), out_path, metadata)
     summary = {"steps": cfg.steps, "resumed_from": start, "train_seconds_this_run": round(train_seconds, 1),
                "scale_factor": scale, "eval_train_combos": seen, "eval_held_out_combos": held,
                "config": asdict(cfg), "out": str(out_path)}

@@ -46,6 +46,27 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             os.unlink(tmp_name)
 
 
+def save_safetensors_atomic(
+    tensors: dict[str, torch.Tensor], path: PathLike, metadata: dict[str, str] | None = None
+) -> Path:
+    """safetensors written to a temp file in the same folder, then renamed: readers see the old
+    file or the new one, never half of one."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; these are ordinary outputs
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def atomic_write_text(path: PathLike, text: str) -> None:
     """UTF-8, newlines written exactly as given (no platform translation)."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -124,7 +124,7 @@ def diffusers_to_official(state: dict[str, torch.Tensor], config: MMDiTConfig) -
 
     The merged input bias goes to `img_in.bias` and `cond_in.bias` is zero: the same function.
     """
-    hidden, head_dim = config.hidden_size, config.head_dim
+    head_dim = config.head_dim
     inverse = None
     if config.rope == "rotate_half":
         inverse = torch.argsort(rotate_half_to_interleaved(head_dim))
