@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,8 @@ from opensora.errors import UserError
 from opensora.io.outputs import save_safetensors_atomic
 from opensora.models.hunyuan_vae import HunyuanVAE, VAEConfig
 from training.checkpointing import CheckpointData, CheckpointSaver, latest_checkpoint, read_checkpoint, remove_incomplete
-from training.shapes_world import DEFAULT_NUM_FRAMES, render_clip, sample_spec
+from training.vae_init import init_block_mean_vae
+from training.shapes_world import DEFAULT_NUM_FRAMES, ClipSpec, render_clip, sample_spec
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,18 @@ class VAETrainConfig:
     crop_size: int = 64
     image_fraction: float = 0.2  # steps trained on single frames (what i2v encodes for frame 0)
     image_batch_size: int = 8
-    lr: float = 1e-3
+    # Share of samples with a large object (45-85% of the short side). Small objects give the
+    # object's colour so little of the loss that the VAE learns grey blobs; large ones teach colour.
+    large_object_fraction: float = 0.0
+    init: str = "block_mean"  # "block_mean" (training/vae_init.py) or "random"
+    lr: float = 3e-4
     min_lr_fraction: float = 0.05
     warmup_steps: int = 50
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     kl_weight: float = 1e-6  # on the KL summed over latents / pixel count (the SD/LDM convention)
-    mse_weight: float = 1.0  # loss = L1 + mse_weight * MSE
+    l1_weight: float = 0.0  # loss = l1_weight * L1 + mse_weight * MSE + kl_weight * KL
+    mse_weight: float = 1.0
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
@@ -69,12 +75,28 @@ def sample_batch(cfg: VAETrainConfig, step: int) -> torch.Tensor:
     for _ in range(batch):
         # Render full-length clips so motion speeds match the real data, then crop a window.
         spec = sample_spec(rng, held_out=False, num_frames=DEFAULT_NUM_FRAMES)
+        if rng.random() < cfg.large_object_fraction:
+            spec = with_large_object(spec, rng)
         clip = render_clip(spec)
         t0 = int(rng.integers(clip.shape[0] - frames + 1))
         y0 = int(rng.integers(clip.shape[1] - cfg.crop_size + 1))
         x0 = int(rng.integers(clip.shape[2] - cfg.crop_size + 1))
         crops.append(to_tensor(clip[t0 : t0 + frames, y0 : y0 + cfg.crop_size, x0 : x0 + cfg.crop_size]))
     return torch.stack(crops)
+
+
+def with_large_object(spec: ClipSpec, rng: np.random.Generator) -> ClipSpec:
+    """The same clip with an object 45-85% of the short side, moving as far as still fits."""
+    size = float(rng.uniform(0.45, 0.85) * min(spec.height, spec.width))
+    lo = size / 2 + 1  # lowest centre coordinate that keeps the object inside
+    span_x, span_y = spec.width - 2 * lo, spec.height - 2 * lo
+    (x0, y0), (x1, y1) = spec.centres()[[0, -1]]
+    direction_x, direction_y = np.sign(x1 - x0), np.sign(y1 - y0)
+    travel = float(rng.uniform(0, span_x if direction_x else span_y)) if spec.travel else 0.0
+    # Start so that the end point, `travel` further along the motion, is still inside.
+    start_x = lo + rng.uniform(0, span_x - abs(direction_x) * travel) + (travel if direction_x < 0 else 0)
+    start_y = lo + rng.uniform(0, span_y - abs(direction_y) * travel) + (travel if direction_y < 0 else 0)
+    return replace(spec, size=size, start_x=float(start_x), start_y=float(start_y), travel=travel)
 
 
 def eval_clips(num: int, seed: int, held_out: bool, num_frames: int = DEFAULT_NUM_FRAMES) -> torch.Tensor:
@@ -94,7 +116,7 @@ def vae_loss(vae: HunyuanVAE, video: torch.Tensor, cfg: VAETrainConfig, generato
     l1 = (recon - video).abs().mean()
     mse = F.mse_loss(recon, video)
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum() / video.numel()
-    loss = l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
+    loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
     return loss, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
 
 
@@ -180,6 +202,8 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     ckpt_root = work_dir / "checkpoints"
     torch.manual_seed(cfg.seed)
     vae = HunyuanVAE(vae_config)
+    if cfg.init == "block_mean":
+        init_block_mean_vae(vae.model)
     vae.set_tiling(False)  # crops and 128px eval clips fit whole; tiling only costs time here
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
 

@@ -1,0 +1,63 @@
+"""The demo VAE's colour-preserving start: an exact block-mean autoencoder before any training."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from opensora.models.hunyuan_vae import HunyuanVAE
+from opensora.presets import load_preset
+from training.demo_metrics import measure
+from training.shapes_world import ClipSpec, render_clip
+from training.vae_init import init_block_mean_vae
+from training.vae_trainer import to_tensor
+
+
+def _clip(colour: str, background: str, num_frames: int = 9) -> torch.Tensor:
+    spec = ClipSpec(shape="square", colour=colour, motion="right", background=background, aspect_ratio="1:1",
+                    num_frames=num_frames, height=64, width=64, size=40.0, start_x=24.0, start_y=32.0, travel=16.0)
+    return to_tensor(render_clip(spec))[None]
+
+
+@pytest.fixture(scope="module")
+def vae():
+    torch.manual_seed(0)
+    model = HunyuanVAE(load_preset("demo").vae)
+    model.set_tiling(False)
+    init_block_mean_vae(model.model)
+    return model.eval()
+
+
+@torch.no_grad()
+def test_latent_holds_the_cell_means_of_each_causal_frame_group(vae):
+    video = _clip("orange", "gray")
+    mean, logvar = vae.moments(video)
+    assert mean.shape == (1, 8, 3, 8, 8)
+    # frame 0 alone, then frames 1-4 and 5-8, each averaged over 8x8 pixel cells
+    groups = [video[:, :, :1], video[:, :, 1:5], video[:, :, 5:9]]
+    for k, frames in enumerate(groups):
+        expected = F.avg_pool2d(frames.mean(2), 8)
+        assert (mean[:, :3, k] - expected).abs().max() < 0.02
+    assert mean[:, 3:].abs().max() == 0  # free channels start unused
+    assert torch.allclose(logvar, torch.full_like(logvar, -6.0))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("colour,background", [("red", "black"), ("cyan", "gray"), ("purple", "black")])
+def test_decoding_keeps_the_colour_before_training(vae, colour, background):
+    video = _clip(colour, background)
+    mean, _ = vae.moments(video)
+    recon = vae.model.decode(mean).sample.clamp(-1, 1)
+    blocky = F.interpolate(F.avg_pool2d(video[:, :, 0], 8), scale_factor=8, mode="nearest")
+    assert (recon[:, :, 0] - blocky).abs().max() < 0.1
+    frames = ((recon[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
+    measured = measure(frames)
+    assert (measured.colour, measured.background) == (colour, background)
+
+
+def test_too_few_channels_per_group_is_refused():
+    config = replace(load_preset("demo").vae, norm_num_groups=8)  # 2 channels per group at width 16
+    with pytest.raises(ValueError, match="norm_num_groups=8 leaves 2 channels per group"):
+        init_block_mean_vae(HunyuanVAE(config).model)
