@@ -8,11 +8,12 @@ copies that back with nearest upsampling. Every residual branch and attention ou
 zero (as in Fixup / zero-init residuals), so training only has to add the detail.
 
 The two GroupNorms on the main path (`conv_norm_out` of encoder and decoder) would normalise the
-colour away. Each of their groups therefore gets a large constant reference channel `K`: with
-`K` dominating the group's variance, the normalisation is close to a fixed affine map. Carrying
-both +rgb and -rgb makes the group mean exactly constant and lets the read-out cancel the offset.
-The SiLU after each norm is kept in its almost-linear range by a bias `B`.
-Requires `norm_num_groups` with at least 8 channels per group at the widest and narrowest levels.
+colour away. Each of their groups therefore gets a constant reference channel at `level` (8,
+against signals in [-1, 1]): with it dominating the group's variance, the normalisation is close
+to a fixed affine map. Carrying both +rgb and -rgb makes the group mean exactly constant and lets
+the read-out cancel the offset. The SiLU after each norm is kept in its almost-linear range by
+the bias `silu_bias`. Needs at least 8 channels per GroupNorm group at every width.
+(A reference of 30 dominates better but its larger weights made the first steps diverge.)
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def _read_out(norm: nn.GroupNorm, conv: nn.Conv3d, out_channels: int, refs: list
 
 
 def _set_input(conv: nn.Conv3d, reference_channels: list[int], level: float) -> None:
-    """First conv: inputs 0-2 -> +x in channels 0-2 and -x in 3-5; references as constant biases."""
+    """Entry conv (pixels or latent): inputs 0-2 -> +x in channels 0-2 and -x in 3-5; references as biases."""
     nn.init.zeros_(conv.weight)
     nn.init.zeros_(conv.bias)
     _, _, kt, kh, kw = conv.weight.shape
@@ -144,18 +145,8 @@ def init_block_mean_vae(model: nn.Module, level: float = 8.0, silu_bias: float =
     for conv in (model.quant_conv, model.post_quant_conv):
         _identity_conv(conv, conv.in_channels)
 
-    # Decoder input: latent channels 0-2 are the rgb cell means; 3+ start unused (zero here) and learn.
-    conv_in = decoder.conv_in.conv
-    nn.init.zeros_(conv_in.weight)
-    nn.init.zeros_(conv_in.bias)
-    _, _, kt, kh, kw = conv_in.weight.shape
-    with torch.no_grad():
-        for c in range(SIGNAL):
-            conv_in.weight[c, c, kt - 1, kh // 2, kw // 2] = 1.0
-            conv_in.weight[c + SIGNAL, c, kt - 1, kh // 2, kw // 2] = -1.0
-        for c in refs:
-            if c < conv_in.out_channels:
-                conv_in.bias[c] = level
+    # Decoder input: latent channels 0-2 are the rgb cell means; 3+ start unused (zero weights) and learn.
+    _set_input(decoder.conv_in.conv, refs, level)
     for resnet in decoder.mid_block.resnets:
         _identity_resnet(resnet, refs, level)
     _zero_attention(decoder.mid_block)

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from opensora.io.outputs import save_safetensors_atomic
 from opensora.models.hunyuan_vae import HunyuanVAE, VAEConfig
 from training.checkpointing import CheckpointData, CheckpointSaver, latest_checkpoint, read_checkpoint, remove_incomplete
 from training.vae_init import init_block_mean_vae
-from training.shapes_world import DEFAULT_NUM_FRAMES, ClipSpec, render_clip, sample_spec
+from training.shapes_world import DEFAULT_NUM_FRAMES, render_clip, sample_spec
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,6 @@ class VAETrainConfig:
     crop_size: int = 64
     image_fraction: float = 0.2  # steps trained on single frames (what i2v encodes for frame 0)
     image_batch_size: int = 8
-    # Share of samples with a large object (45-85% of the short side). Small objects give the
-    # object's colour so little of the loss that the VAE learns grey blobs; large ones teach colour.
-    large_object_fraction: float = 0.0
     init: str = "block_mean"  # "block_mean" (training/vae_init.py) or "random"
     lr: float = 3e-4
     min_lr_fraction: float = 0.05
@@ -75,28 +72,12 @@ def sample_batch(cfg: VAETrainConfig, step: int) -> torch.Tensor:
     for _ in range(batch):
         # Render full-length clips so motion speeds match the real data, then crop a window.
         spec = sample_spec(rng, held_out=False, num_frames=DEFAULT_NUM_FRAMES)
-        if rng.random() < cfg.large_object_fraction:
-            spec = with_large_object(spec, rng)
         clip = render_clip(spec)
         t0 = int(rng.integers(clip.shape[0] - frames + 1))
         y0 = int(rng.integers(clip.shape[1] - cfg.crop_size + 1))
         x0 = int(rng.integers(clip.shape[2] - cfg.crop_size + 1))
         crops.append(to_tensor(clip[t0 : t0 + frames, y0 : y0 + cfg.crop_size, x0 : x0 + cfg.crop_size]))
     return torch.stack(crops)
-
-
-def with_large_object(spec: ClipSpec, rng: np.random.Generator) -> ClipSpec:
-    """The same clip with an object 45-85% of the short side, moving as far as still fits."""
-    size = float(rng.uniform(0.45, 0.85) * min(spec.height, spec.width))
-    lo = size / 2 + 1  # lowest centre coordinate that keeps the object inside
-    span_x, span_y = spec.width - 2 * lo, spec.height - 2 * lo
-    (x0, y0), (x1, y1) = spec.centres()[[0, -1]]
-    direction_x, direction_y = np.sign(x1 - x0), np.sign(y1 - y0)
-    travel = float(rng.uniform(0, span_x if direction_x else span_y)) if spec.travel else 0.0
-    # Start so that the end point, `travel` further along the motion, is still inside.
-    start_x = lo + rng.uniform(0, span_x - abs(direction_x) * travel) + (travel if direction_x < 0 else 0)
-    start_y = lo + rng.uniform(0, span_y - abs(direction_y) * travel) + (travel if direction_y < 0 else 0)
-    return replace(spec, size=size, start_x=float(start_x), start_y=float(start_y), travel=travel)
 
 
 def eval_clips(num: int, seed: int, held_out: bool, num_frames: int = DEFAULT_NUM_FRAMES) -> torch.Tensor:
