@@ -61,3 +61,11 @@ def test_too_few_channels_per_group_is_refused():
     config = replace(load_preset("demo").vae, norm_num_groups=8)  # 2 channels per group at width 16
     with pytest.raises(ValueError, match="norm_num_groups=8 leaves 2 channels per group"):
         init_block_mean_vae(HunyuanVAE(config).model)
+
+
+def test_unknown_init_is_refused(tmp_path):
+    from opensora.errors import UserError
+    from training.vae_trainer import VAETrainConfig, train_vae
+
+    with pytest.raises(UserError, match="init is 'zeros'; allowed: 'block_mean', 'random'"):
+        train_vae(load_preset("demo").vae, VAETrainConfig(steps=1, init="zeros"), tmp_path / "v.safetensors", tmp_path, resume=False)

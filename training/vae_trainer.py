@@ -182,6 +182,8 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     work_dir = Path(work_dir)
     ckpt_root = work_dir / "checkpoints"
     torch.manual_seed(cfg.seed)
+    if cfg.init not in ("block_mean", "random"):
+        raise UserError(f"init is {cfg.init!r}; allowed: 'block_mean', 'random'")
     vae = HunyuanVAE(vae_config)
     if cfg.init == "block_mean":
         init_block_mean_vae(vae.model)
