@@ -31,14 +31,18 @@ def _zero(module: nn.Module) -> None:
         nn.init.zeros_(p)
 
 
-def _identity_conv(conv: nn.Conv3d, channels: int) -> None:
-    """Causal kxkxk conv (or 1x1x1) that copies its first `channels` inputs: the current frame's centre tap."""
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+def _set_centre_tap(conv: nn.Conv3d, out_channel: int, in_channel: int, value: float) -> None:
+    """The weight the causal conv gives the current frame's centre pixel (front padding kt-1)."""
     _, _, kt, kh, kw = conv.weight.shape
     with torch.no_grad():
-        for c in range(channels):
-            conv.weight[c, c, kt - 1, kh // 2, kw // 2] = 1.0
+        conv.weight[out_channel, in_channel, kt - 1, kh // 2, kw // 2] = value
+
+
+def _identity_conv(conv: nn.Conv3d, channels: int) -> None:
+    """Causal kxkxk conv (or 1x1x1) that copies its first `channels` inputs."""
+    _zero(conv)
+    for c in range(channels):
+        _set_centre_tap(conv, c, c, 1.0)
 
 
 def _averaging_conv(conv: nn.Conv3d, time_stride: int) -> None:
@@ -48,8 +52,7 @@ def _averaging_conv(conv: nn.Conv3d, time_stride: int) -> None:
     reads inputs 2i-1, 2i, 2i+1; taps 1 and 2 are the cell {2i, 2i+1}. In time that pairs frame 0
     with its replicated pad, so frame 0 stays alone, as the causal VAE wants.
     """
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    _zero(conv)
     taps_t = (1, 2) if time_stride == 2 else (2,)
     weight = 1.0 / (4 * len(taps_t))
     with torch.no_grad():
@@ -85,28 +88,25 @@ def _read_out(norm: nn.GroupNorm, conv: nn.Conv3d, out_channels: int, refs: list
     group = norm.num_channels // norm.num_groups
     share = sum(c < group for c in refs) / group  # fraction of the first group held at `level`
     sigma = level * math.sqrt(share - share**2)  # that group's std when the references dominate
-    slope = torch.sigmoid(torch.tensor(silu_bias)) * (1 + silu_bias * (1 - torch.sigmoid(torch.tensor(silu_bias))))
+    gate = 1 / (1 + math.exp(-silu_bias))
+    slope = gate * (1 + silu_bias * (1 - gate))  # SiLU'(silu_bias)
+    scale = sigma / (2 * slope)  # +rgb and -rgb both carry the signal
     with torch.no_grad():
         nn.init.ones_(norm.weight)
         norm.bias.fill_(silu_bias)
-        nn.init.zeros_(conv.weight)
-        nn.init.zeros_(conv.bias)
-        _, _, kt, kh, kw = conv.weight.shape
-        for c in range(min(SIGNAL, out_channels)):
-            scale = sigma / (2 * slope.item())
-            conv.weight[c, c, kt - 1, kh // 2, kw // 2] = scale
-            conv.weight[c, c + SIGNAL, kt - 1, kh // 2, kw // 2] = -scale
+    _zero(conv)
+    for c in range(min(SIGNAL, out_channels)):
+        _set_centre_tap(conv, c, c, scale)
+        _set_centre_tap(conv, c, c + SIGNAL, -scale)
 
 
 def _set_input(conv: nn.Conv3d, reference_channels: list[int], level: float) -> None:
     """Entry conv (pixels or latent): inputs 0-2 -> +x in channels 0-2 and -x in 3-5; references as biases."""
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
-    _, _, kt, kh, kw = conv.weight.shape
+    _zero(conv)
+    for c in range(SIGNAL):
+        _set_centre_tap(conv, c, c, 1.0)
+        _set_centre_tap(conv, c + SIGNAL, c, -1.0)
     with torch.no_grad():
-        for c in range(SIGNAL):
-            conv.weight[c, c, kt - 1, kh // 2, kw // 2] = 1.0
-            conv.weight[c + SIGNAL, c, kt - 1, kh // 2, kw // 2] = -1.0
         for c in reference_channels:
             if c < conv.out_channels:
                 conv.bias[c] = level
