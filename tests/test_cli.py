@@ -52,6 +52,20 @@ def test_csv_batch_with_seeds_and_underscore_flags(tmp_path, capsys):
         assert len(frames) == 5
 
 
+def test_threads_flag_sets_torch_threads(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        code = main(["generate", "--preset", "tiny-random", "--prompt", "a cat", "--num-frames", "5",
+                     "--num-steps", "1", "--threads", "1", "--output-dir", str(tmp_path)])
+        assert code == 0 and torch.get_num_threads() == 1
+        frames, _ = decode(tmp_path / "0000.mp4")
+        assert len(frames) == 5
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -63,6 +77,7 @@ def test_csv_batch_with_seeds_and_underscore_flags(tmp_path, capsys):
         (["--prompt", "a cat", "--cond-type", "i2v_head", "--ref", "/nonexistent.png"], "/nonexistent.png does not exist"),
         (["--prompt", "a cat", "--cond-type", "v2v_middle"], "unknown cond type 'v2v_middle'"),
         (["--prompt", "a cat", "--motion-score", "99"], "motion score"),
+        (["--prompt", "a cat", "--threads", "0"], "--threads 0 is out of range: use 1-256"),
     ],
 )
 def test_bad_input_exits_2_with_message(tmp_path, capsys, args, message):
