@@ -335,3 +335,15 @@ def test_out_of_memory_and_unexpected_errors_become_messages(tmp_path, monkeypat
     with pytest.raises(gr.Error, match=message):
         handler.run(GenerationRequest(preset="tiny-random", prompt="x"), None, lambda *a, **k: None)
     assert cancels.cancel("no-session") == 0  # the failed job's cancel flag is cleaned up
+
+
+def test_space_front_matter_matches_the_pinned_gradio():
+    """A Hugging Face Space installs the sdk_version the README names, not requirements.txt's pin."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    front_matter = (root / "README.md").read_text().split("---")[1]
+    pin = re.search(r"^gradio==(\S+)$", (root / "requirements.txt").read_text(), re.M).group(1)
+    assert re.search(r"^app_file: launch.py$", front_matter, re.M)
+    assert re.search(r"^sdk_version: (\S+)$", front_matter, re.M).group(1) == pin
