@@ -1,0 +1,32 @@
+"""`python -m training grow-mmdit --weights IN --preset NAME --out OUT`: add identity single blocks."""
+
+from __future__ import annotations
+
+import argparse
+
+from opensora.errors import UserError
+from opensora.io.outputs import save_safetensors_atomic
+from opensora.presets import load_preset
+from training.mmdit_growth import count_single_blocks, grow_single_blocks
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True, help="trained MMDiT (official layout, e.g. a run's model.safetensors)")
+    parser.add_argument("--preset", required=True, help="preset (name or TOML) whose [mmdit] has the deeper shape")
+    parser.add_argument("--out", required=True, help="where the grown weights go (safetensors)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the new blocks' inner weights (default 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(args.weights)
+    except (FileNotFoundError, SafetensorError) as err:
+        raise UserError(f"cannot read MMDiT weights {args.weights}: {err}") from None
+    target = load_preset(args.preset).mmdit
+    grown = grow_single_blocks(state, target, args.seed)
+    save_safetensors_atomic(grown, args.out)
+    print(f"{args.weights}: {count_single_blocks(state)} -> {target.depth_single_blocks} single blocks, wrote {args.out}")
+    return 0
