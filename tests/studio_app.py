@@ -40,14 +40,15 @@ class RunningApp:
                 self.process.wait()
 
 
-def start_app(tmp: Path, *extra: str, timeout: float = 180) -> RunningApp:
+def start_app(tmp: Path, *extra: str, preset: str | None = "tiny-random", timeout: float = 180) -> RunningApp:
+    """preset None: launch.py picks its default (official model, else the bundled demo)."""
     port = free_port()
     output_dir, runs_dir, log_path = tmp / "outputs", tmp / "runs", tmp / "app.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OPENAI_BASE_URL": "", "OPENAI_API_KEY": ""}
     started = time.monotonic()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "launch.py", "--preset", "tiny-random", "--port", str(port),
+            [sys.executable, "launch.py", *(["--preset", preset] if preset else []), "--port", str(port),
              "--output-dir", str(output_dir), "--runs-dir", str(runs_dir), *extra],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
         )

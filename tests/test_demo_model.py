@@ -62,3 +62,28 @@ def test_out_of_vocabulary_prompt_still_generates_with_notice(tmp_path, capsys):
     sidecar = json.loads((tmp_path / "0000.json").read_text())
     assert sidecar["preset"] == "demo" and sidecar["num_frames"] == 33
     assert any("shapes world" in n for n in sidecar["prompt_handling"]["notices"])
+
+
+def test_app_started_without_a_checkpoint_makes_a_demo_video_of_the_prompt(tmp_path):
+    """`python launch.py` on a fresh clone: the demo model is the default and follows the prompt."""
+    import av
+    import numpy as np
+    from gradio_client import Client
+
+    from studio_app import start_app
+
+    app = start_app(tmp_path, "--ckpt-dir", str(tmp_path / "no-ckpts"), preset=None)
+    try:
+        client = Client(app.url, verbose=False, download_files=str(tmp_path / "downloads"))
+        video, _, status, _ = client.predict(prompt="a red square standing still on a black background",
+                                             num_frames=33, num_steps=8, random_seed=False, seed=0,
+                                             api_name="/generate-t2v")
+    finally:
+        app.stop()
+    with av.open(str(video)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert frames.shape == (33, 128, 128, 3)
+    m = measure(frames)
+    assert m.object_found and m.colour == "red" and m.background == "black"
+    sidecar = json.loads((app.output_dir / status.split("`")[1]).with_suffix(".json").read_text())
+    assert sidecar["preset"] == "demo"
