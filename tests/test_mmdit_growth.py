@@ -10,6 +10,7 @@ from opensora.errors import UserError
 from opensora.models.mmdit import build_mmdit, mmdit_forward
 from opensora.models.mmdit_convert import diffusers_to_official, official_to_diffusers
 from opensora.presets import PRESET_DIR, load_preset
+from opensora.sampling.packing import image_position_ids
 from training.cli import main
 from training.mmdit_growth import count_single_blocks, grow_single_blocks
 
@@ -35,7 +36,7 @@ def velocity(state, config):
     cond = torch.randn(2, n, config.cond_channels, generator=g)
     txt = torch.randn(2, length, config.context_in_dim, generator=g)
     y_vec = torch.randn(2, config.vec_in_dim, generator=g)
-    ids = torch.stack(torch.meshgrid(torch.arange(3), torch.arange(2), torch.arange(2), indexing="ij"), -1).reshape(-1, 3).float()
+    ids = image_position_ids(3, 4, 4, 2)  # 3 latent frames of 2x2 tokens = n
     with torch.no_grad():
         return mmdit_forward(model, img, cond, txt, y_vec, torch.tensor([0.9, 0.3]), ids)
 
