@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 
+from opensora.errors import UserError
 from opensora.models.text_encoders import TextConditioner
 from opensora.presets import load_preset
 from opensora.prompts import model_prompt
@@ -46,6 +48,41 @@ def test_train_vae_writes_loadable_weights_with_scale(tmp_path):
     # Resuming a finished run trains nothing and keeps the result.
     assert main([*argv, "--resume", "auto", "--no-update-preset"]) == 0
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["resumed_from"] == 2
+
+
+def test_train_vae_decoder_only_keeps_the_encoder_and_scale(tmp_path):
+    preset_path = tmp_path / "tiny.toml"
+    preset_path.write_text((REPO / "presets" / "tiny-random.toml").read_text().replace("norm_num_groups = 4", "norm_num_groups = 1"))
+    small = ["--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1", "--eval-frames", "5"]
+    first = tmp_path / "vae.safetensors"
+    assert main(["train-vae", "--preset", str(preset_path), "--out", str(first), "--work-dir", str(tmp_path / "a"),
+                 "--steps", "2", *small]) == 0
+    tuned = tmp_path / "decoder.safetensors"
+    assert main(["train-vae", "--preset", str(preset_path), "--out", str(tuned), "--work-dir", str(tmp_path / "b"),
+                 "--steps", "3", "--init", str(first), "--train", "decoder", "--image-fraction", "0.5", *small]) == 0
+    before, after = load_file(str(first)), load_file(str(tuned))
+    encoder_side = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder_side = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder_side and decoder_side
+    assert all(torch.equal(before[k], after[k]) for k in encoder_side)
+    assert sum(not torch.equal(before[k], after[k]) for k in decoder_side) > len(decoder_side) // 2
+    with safe_open(str(first), "pt") as f, safe_open(str(tuned), "pt") as g:
+        assert g.metadata()["scale_factor"] == f.metadata()["scale_factor"]
+
+
+def test_train_vae_refuses_bad_init_train_and_image_fraction(tmp_path):
+    from training.vae_trainer import VAETrainConfig, train_vae
+
+    vae = load_preset("demo").vae
+    cases = [
+        (VAETrainConfig(steps=1, train="decoder"), "train 'decoder' keeps the encoder of existing weights"),
+        (VAETrainConfig(steps=1, train="encoder"), "train is 'encoder'; allowed: 'all', 'decoder'"),
+        (VAETrainConfig(steps=1, image_fraction=1.5), "image_fraction is 1.5; allowed: 0.0 to 1.0"),
+        (VAETrainConfig(steps=1, init=str(tmp_path / "missing.safetensors")), "missing.safetensors"),
+    ]
+    for cfg, message in cases:
+        with pytest.raises(UserError, match=message):
+            train_vae(vae, cfg, tmp_path / "v.safetensors", tmp_path, resume=False)
 
 
 def test_write_scale_factor_edits_only_the_vae_table(tmp_path):

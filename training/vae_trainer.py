@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from opensora.checkpoints import load_checked
 from opensora.errors import UserError
 from opensora.io.outputs import save_safetensors_atomic
 from opensora.models.hunyuan_vae import HunyuanVAE, VAEConfig
@@ -38,7 +39,8 @@ class VAETrainConfig:
     crop_size: int = 64
     image_fraction: float = 0.2  # steps trained on single frames (what i2v encodes for frame 0)
     image_batch_size: int = 8
-    init: str = "block_mean"  # "block_mean" (training/vae_init.py) or "random"
+    init: str = "block_mean"  # "block_mean" (training/vae_init.py), "random", or a VAE .safetensors to continue from
+    train: str = "all"  # "all", or "decoder": the encoder and so the latent space (scale_factor, an MMDiT trained on it) stay fixed
     lr: float = 3e-4
     min_lr_fraction: float = 0.05
     warmup_steps: int = 50
@@ -87,11 +89,37 @@ def eval_clips(num: int, seed: int, held_out: bool, num_frames: int = DEFAULT_NU
     return torch.stack([to_tensor(render_clip(spec)) for spec in specs])
 
 
+# --------------------------------------------------------------------------- model
+
+
+def initial_vae(vae_config: VAEConfig, init: str) -> HunyuanVAE:
+    """The VAE before the first step: block-mean, random, or loaded from a .safetensors file."""
+    vae = HunyuanVAE(vae_config)
+    if init == "block_mean":
+        init_block_mean_vae(vae.model)
+    elif init.endswith(".safetensors"):
+        expected = {k: tuple(v.shape) for k, v in vae.model.state_dict().items()}
+        vae.model.load_state_dict(load_checked(Path(init), expected, "HunyuanVideo VAE"))
+    elif init != "random":
+        raise UserError(f"init is {init!r}; allowed: 'block_mean', 'random' or a VAE .safetensors file")
+    return vae
+
+
+def trainable_parameters(vae: HunyuanVAE, part: str) -> list[torch.nn.Parameter]:
+    """All weights, or only the decoder side (post_quant_conv + decoder) with the encoder frozen."""
+    if part == "decoder":
+        for module in (vae.model.encoder, vae.model.quant_conv):
+            module.requires_grad_(False)
+        return [*vae.model.post_quant_conv.parameters(), *vae.model.decoder.parameters()]
+    return list(vae.parameters())
+
+
 # --------------------------------------------------------------------------- loss, schedule
 
 
 def vae_loss(vae: HunyuanVAE, video: torch.Tensor, cfg: VAETrainConfig, generator: torch.Generator):
-    mean, logvar = vae.moments(video)
+    with torch.set_grad_enabled(cfg.train == "all"):
+        mean, logvar = vae.moments(video)
     z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
     recon = vae.model.decode(z).sample
     l1 = (recon - video).abs().mean()
@@ -182,13 +210,16 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     work_dir = Path(work_dir)
     ckpt_root = work_dir / "checkpoints"
     torch.manual_seed(cfg.seed)
-    if cfg.init not in ("block_mean", "random"):
-        raise UserError(f"init is {cfg.init!r}; allowed: 'block_mean', 'random'")
-    vae = HunyuanVAE(vae_config)
-    if cfg.init == "block_mean":
-        init_block_mean_vae(vae.model)
+    if cfg.train not in ("all", "decoder"):
+        raise UserError(f"train is {cfg.train!r}; allowed: 'all', 'decoder'")
+    if not 0.0 <= cfg.image_fraction <= 1.0:
+        raise UserError(f"image_fraction is {cfg.image_fraction}; allowed: 0.0 to 1.0")
+    vae = initial_vae(vae_config, cfg.init)
+    if cfg.train == "decoder" and cfg.init in ("block_mean", "random"):
+        raise UserError("train 'decoder' keeps the encoder of existing weights: init must be a VAE .safetensors file")
     vae.set_tiling(False)  # crops and 128px eval clips fit whole; tiling only costs time here
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    trained = trainable_parameters(vae, cfg.train)
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
 
     start = 0
     if resume:
@@ -218,7 +249,7 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
         loss, parts = vae_loss(vae, video, cfg, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
         optimizer.step()
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
@@ -236,7 +267,8 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     seen = evaluate(vae, eval_clips(cfg.eval_clips, cfg.seed + 10_000, held_out=False, num_frames=cfg.eval_frames))
     held = evaluate(vae, eval_clips(cfg.eval_clips, cfg.seed + 20_000, held_out=True, num_frames=cfg.eval_frames))
     latent_std = (seen["latent_std"] + held["latent_std"]) / 2
-    scale = 1.0 / latent_std
+    # A fixed encoder keeps the scale the weights came with, bit for bit.
+    scale = vae_config.scale_factor if cfg.train == "decoder" else 1.0 / latent_std
     metadata = {"format": "pt", "scale_factor": f"{scale:.6f}", "shift_factor": "0.0",
                 "trained_steps": str(cfg.steps), "psnr_frame0": f"{seen['psnr_frame0']:.2f}",
                 "psnr_all": f"{seen['psnr_all']:.2f}"}

@@ -30,8 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size, help=f"crop side in pixels (default {DEFAULTS.crop_size})")
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"peak AdamW learning rate (default {DEFAULTS.lr})")
     parser.add_argument("--l1-weight", type=float, default=DEFAULTS.l1_weight, help=f"weight of the L1 term (default {DEFAULTS.l1_weight})")
-    parser.add_argument("--init", choices=("block_mean", "random"), default=DEFAULTS.init,
-                        help=f"start weights: block_mean (colour-preserving, training/vae_init.py) or random (default {DEFAULTS.init})")
+    parser.add_argument("--init", default=DEFAULTS.init, metavar="block_mean|random|FILE",
+                        help="start weights: block_mean (colour-preserving, training/vae_init.py), random, or a VAE "
+                             f".safetensors to continue from (default {DEFAULTS.init})")
+    parser.add_argument("--train", choices=("all", "decoder"), default=DEFAULTS.train,
+                        help="decoder: fine-tune only the decoder of --init FILE; the encoder, its latents and "
+                             f"scale_factor stay as they are, so an MMDiT trained on them still fits (default {DEFAULTS.train})")
+    parser.add_argument("--image-fraction", type=float, default=DEFAULTS.image_fraction,
+                        help=f"share of steps on single frames, what i2v encodes for frame 0 (default {DEFAULTS.image_fraction})")
     parser.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every,
                         help=f"save a resumable checkpoint every N steps (default {DEFAULTS.checkpoint_every})")
     parser.add_argument("--eval-clips", type=int, default=DEFAULTS.eval_clips,
@@ -46,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset)
     cfg = VAETrainConfig(
         steps=args.steps, seed=args.seed, batch_size=args.batch_size, crop_frames=args.crop_frames,
-        crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, init=args.init, checkpoint_every=args.checkpoint_every,
+        crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, init=args.init, train=args.train,
+        image_fraction=args.image_fraction, checkpoint_every=args.checkpoint_every,
         eval_clips=args.eval_clips, eval_frames=args.eval_frames, threads=args.threads, warmup_steps=min(DEFAULTS.warmup_steps, max(args.steps // 10, 1)),
     )
     summary = train_vae(preset.vae, cfg, Path(args.out), Path(args.work_dir), resume=args.resume == "auto")
