@@ -274,3 +274,35 @@ def test_help_explains_every_flag():
         assert flag in text, flag
     for required in ("--preset", "--data", "--output-dir", "--lora-rank", "--steps", "--resume"):
         assert required in text
+
+
+def test_a_second_run_reuses_the_latent_cache(data, tmp_path):
+    cache = tmp_path / "cache"
+    for run in ("first", "second"):
+        args = finetune_args(data, tmp_path / run, "--steps", "1", "--cache-latents", "--cache-dir", str(cache))
+        assert training_main(args) == 0
+    assert "encoded 8 samples now, 0 unreadable" in (tmp_path / "first" / "train.log").read_text()
+    assert "encoded 0 samples now, 0 unreadable" in (tmp_path / "second" / "train.log").read_text()
+    assert len(list((cache / "latents").rglob("*.safetensors"))) == 8
+
+
+def test_the_latent_cache_key_follows_the_vae_encoder_not_its_decoder(tmp_path):
+    """`train-vae --train decoder` leaves every latent as it was, so it keeps the cache; a new encoder does not."""
+    from safetensors.torch import save_file
+
+    from training.latent_cache import VAE_ENCODER_PREFIXES, tensors_digest
+
+    weights = {
+        "encoder.conv_in.weight": torch.randn(4, 3, 3),
+        "quant_conv.weight": torch.randn(8, 4).to(torch.bfloat16),
+        "decoder.conv_out.weight": torch.randn(3, 4, 3),
+        "post_quant_conv.weight": torch.randn(4, 4),
+    }
+    path = tmp_path / "vae.safetensors"
+    save_file(weights, str(path))
+    original = tensors_digest(path, VAE_ENCODER_PREFIXES)
+    save_file({**weights, "decoder.conv_out.weight": weights["decoder.conv_out.weight"] + 1}, str(path))
+    assert tensors_digest(path, VAE_ENCODER_PREFIXES) == original
+    for key in ("encoder.conv_in.weight", "quant_conv.weight"):
+        save_file({**weights, key: weights[key] * 2}, str(path))
+        assert tensors_digest(path, VAE_ENCODER_PREFIXES) != original, key

@@ -6,7 +6,8 @@ fresh posterior sample each step, as the official training does with its VAE in 
 Text: T5 + CLIP outputs per distinct caption string.
 
 Entries are keyed by the file (path, mtime, size), the bucket shape and the encoder fingerprint
-(preset, encoder config, weight files), so an edited video or another VAE never hits a stale entry.
+(preset, encoder config, the VAE encoder's tensors or the text encoders' file stats), so an
+edited video or another VAE encoder never hits a stale entry.
 Files are written to a temp name and renamed: a crash never leaves half an entry.
 """
 
@@ -36,6 +37,21 @@ def fingerprint(*parts) -> str:
     """A short stable hash of JSON-able parts (config dicts, file stats)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+VAE_ENCODER_PREFIXES = ("encoder.", "quant_conv.")  # all the posterior depends on
+
+
+def tensors_digest(path: Path, prefixes: tuple[str, ...]) -> str:
+    """SHA-1 of the names, dtypes, shapes and bytes of a safetensors file's tensors under `prefixes`:
+    a fine-tuned VAE decoder or a touched file keeps its encoder's latent cache."""
+    digest = hashlib.sha1()
+    with safe_open(str(path), "pt") as f:
+        for key in sorted(k for k in f.keys() if k.startswith(prefixes)):
+            tensor = f.get_tensor(key)
+            digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def sample_posterior(

@@ -60,6 +60,7 @@ from training.flow_matching import (
     velocity_target,
 )
 from training.latent_cache import (
+    VAE_ENCODER_PREFIXES,
     CachedLatentDataset,
     LatentCache,
     TextEmbeddingCache,
@@ -67,6 +68,7 @@ from training.latent_cache import (
     fill_latent_cache,
     fingerprint,
     sample_posterior,
+    tensors_digest,
 )
 from training.lora import add_lora, load_lora_pairs, lora_output, pairs_from_state_dict
 from training.metrics import MetricsLog
@@ -447,7 +449,8 @@ class Trainer:
         log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
     def _encoder_fingerprint(self, role: str) -> str:
-        """Identifies the frozen encoder's weights: the preset's config and seed or file stats."""
+        """Identifies the frozen encoder's weights: the preset's config and seed, the VAE encoder's
+        tensors (the decoder does not change latents), the text encoder folders' stats."""
         preset = self.preset
         files = []
         if preset.weights != "random":
@@ -455,6 +458,9 @@ class Trainer:
             names = [preset.files.vae] if role == "vae" else [preset.files.t5, preset.files.clip]
             for name in names:
                 path = (root / name).resolve()
+                if role == "vae" and path.is_file():
+                    files.append(tensors_digest(path, VAE_ENCODER_PREFIXES))
+                    continue
                 stat = path.stat() if path.exists() else None
                 files.append([str(path), stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0])
         config = dataclasses.asdict(preset.vae) if role == "vae" else [
