@@ -78,11 +78,28 @@ def test_train_vae_refuses_bad_init_train_and_image_fraction(tmp_path):
         (VAETrainConfig(steps=1, train="decoder"), "train 'decoder' keeps the encoder of existing weights"),
         (VAETrainConfig(steps=1, train="encoder"), "train is 'encoder'; allowed: 'all', 'decoder'"),
         (VAETrainConfig(steps=1, image_fraction=1.5), "image_fraction is 1.5; allowed: 0.0 to 1.0"),
+        (VAETrainConfig(steps=1, edge_weight=-1.0), "edge_weight is -1.0; allowed: 0 or more"),
         (VAETrainConfig(steps=1, init=str(tmp_path / "missing.safetensors")), "missing.safetensors"),
     ]
     for cfg, message in cases:
         with pytest.raises(UserError, match=message):
             train_vae(vae, cfg, tmp_path / "v.safetensors", tmp_path, resume=False)
+
+
+def test_edge_weights_single_out_the_outline():
+    from training.vae_trainer import edge_weights
+
+    spec = sample_spec(np.random.default_rng(3), held_out=False, num_frames=5, aspect_ratio="1:1")
+    video = to_tensor(render_clip(spec))[None]
+    weight = edge_weights(video, 20.0)
+    assert weight.shape == (1, 1, 5, *video.shape[-2:])
+    assert weight.mean().item() == pytest.approx(1.0, rel=1e-5)  # the loss keeps its scale
+    # The object's centre row at its left edge is on the outline; the frame corner is flat background.
+    cx, cy = spec.centres()[0]
+    left = int(cx - spec.size / 2)
+    outline, background = weight[0, 0, 0, int(cy), left].item(), weight[0, 0, 0, 0, 0].item()
+    assert outline == pytest.approx(21 * background, rel=1e-5)
+    assert edge_weights(video, 0.0).item() == 1.0
 
 
 def test_write_scale_factor_edits_only_the_vae_table(tmp_path):

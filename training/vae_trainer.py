@@ -49,6 +49,7 @@ class VAETrainConfig:
     kl_weight: float = 1e-6  # on the KL summed over latents / pixel count (the SD/LDM convention)
     l1_weight: float = 0.0  # loss = l1_weight * L1 + mse_weight * MSE + kl_weight * KL
     mse_weight: float = 1.0
+    edge_weight: float = 0.0  # extra weight of pixels near the target's edges (corners, tips: what MSE neglects)
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
@@ -122,11 +123,33 @@ def vae_loss(vae: HunyuanVAE, video: torch.Tensor, cfg: VAETrainConfig, generato
         mean, logvar = vae.moments(video)
     z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
     recon = vae.model.decode(z).sample
-    l1 = (recon - video).abs().mean()
-    mse = F.mse_loss(recon, video)
+    weight = edge_weights(video, cfg.edge_weight)
+    l1 = ((recon - video).abs() * weight).mean()
+    mse = ((recon - video).pow(2) * weight).mean()
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum() / video.numel()
     loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
     return loss, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
+
+
+def edge_weights(video: torch.Tensor, edge_weight: float) -> torch.Tensor:
+    """Per-pixel loss weights, mean 1: 1 + edge_weight within 2 px of an edge of the target.
+
+    An object's outline is a few percent of the pixels, so plain MSE rounds corners and blunts
+    triangle tips for almost no loss; this makes the outline count.
+    """
+    if edge_weight == 0:
+        return torch.ones((), dtype=video.dtype)
+    frames = video.transpose(1, 2).flatten(0, 1)  # (B*T, 3, H, W)
+    dy = (frames[:, :, 1:] - frames[:, :, :-1]).abs().amax(dim=1, keepdim=True)
+    dx = (frames[:, :, :, 1:] - frames[:, :, :, :-1]).abs().amax(dim=1, keepdim=True)
+    edges = torch.zeros_like(frames[:, :1])
+    edges[:, :, 1:] = torch.maximum(edges[:, :, 1:], dy)
+    edges[:, :, :, 1:] = torch.maximum(edges[:, :, :, 1:], dx)
+    band = F.max_pool2d((edges > 0.1).to(video.dtype), kernel_size=5, stride=1, padding=2)
+    weight = 1.0 + edge_weight * band
+    weight = weight / weight.mean()
+    b, t = video.shape[0], video.shape[2]
+    return weight.unflatten(0, (b, t)).transpose(1, 2)  # (B, 1, T, H, W)
 
 
 def learning_rate(cfg: VAETrainConfig, step: int) -> float:
@@ -214,6 +237,8 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
         raise UserError(f"train is {cfg.train!r}; allowed: 'all', 'decoder'")
     if not 0.0 <= cfg.image_fraction <= 1.0:
         raise UserError(f"image_fraction is {cfg.image_fraction}; allowed: 0.0 to 1.0")
+    if cfg.edge_weight < 0:
+        raise UserError(f"edge_weight is {cfg.edge_weight}; allowed: 0 or more")
     vae = initial_vae(vae_config, cfg.init)
     if cfg.train == "decoder" and cfg.init in ("block_mean", "random"):
         raise UserError("train 'decoder' keeps the encoder of existing weights: init must be a VAE .safetensors file")

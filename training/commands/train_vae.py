@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size, help=f"crop side in pixels (default {DEFAULTS.crop_size})")
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"peak AdamW learning rate (default {DEFAULTS.lr})")
     parser.add_argument("--l1-weight", type=float, default=DEFAULTS.l1_weight, help=f"weight of the L1 term (default {DEFAULTS.l1_weight})")
+    parser.add_argument("--edge-weight", type=float, default=DEFAULTS.edge_weight,
+                        help="extra loss weight of pixels within 2 px of an edge of the target, >= 0 "
+                             f"(default {DEFAULTS.edge_weight})")
     parser.add_argument("--init", default=DEFAULTS.init, metavar="block_mean|random|FILE",
                         help="start weights: block_mean (colour-preserving, training/vae_init.py), random, or a VAE "
                              f".safetensors to continue from (default {DEFAULTS.init})")
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset)
     cfg = VAETrainConfig(
         steps=args.steps, seed=args.seed, batch_size=args.batch_size, crop_frames=args.crop_frames,
-        crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, init=args.init, train=args.train,
+        crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, edge_weight=args.edge_weight, init=args.init, train=args.train,
         image_fraction=args.image_fraction, checkpoint_every=args.checkpoint_every,
         eval_clips=args.eval_clips, eval_frames=args.eval_frames, threads=args.threads, warmup_steps=min(DEFAULTS.warmup_steps, max(args.steps // 10, 1)),
     )
