@@ -79,6 +79,8 @@ def test_train_vae_refuses_bad_init_train_and_image_fraction(tmp_path):
         (VAETrainConfig(steps=1, train="encoder"), "train is 'encoder'; allowed: 'all', 'decoder'"),
         (VAETrainConfig(steps=1, image_fraction=1.5), "image_fraction is 1.5; allowed: 0.0 to 1.0"),
         (VAETrainConfig(steps=1, edge_weight=-1.0), "edge_weight is -1.0; allowed: 0 or more"),
+        (VAETrainConfig(steps=1, wake_channels=-2.0), "wake_channels is -2.0; allowed: 0 \\(off\\) or more"),
+        (VAETrainConfig(steps=1, wake_channels=2.0), "wake_channels rescales the latents of trained weights"),
         (VAETrainConfig(steps=1, init=str(tmp_path / "missing.safetensors")), "missing.safetensors"),
     ]
     for cfg, message in cases:

@@ -11,7 +11,7 @@ from opensora.models.hunyuan_vae import HunyuanVAE
 from opensora.presets import load_preset
 from training.demo_metrics import measure
 from training.shapes_world import ClipSpec, render_clip
-from training.vae_init import init_block_mean_vae
+from training.vae_init import init_block_mean_vae, wake_latent_channels
 from training.vae_trainer import to_tensor
 
 
@@ -69,3 +69,24 @@ def test_unknown_init_is_refused(tmp_path):
 
     with pytest.raises(UserError, match="init is 'zeros'; allowed: 'block_mean', 'random'"):
         train_vae(load_preset("demo").vae, VAETrainConfig(steps=1, init="zeros"), tmp_path / "v.safetensors", tmp_path, resume=False)
+
+
+@torch.no_grad()
+def test_waking_quiet_channels_lifts_them_and_keeps_the_reconstruction():
+    torch.manual_seed(1)
+    model = HunyuanVAE(load_preset("demo").vae)
+    model.set_tiling(False)
+    init_block_mean_vae(model.model)
+    # What 1200 training steps left: channels 3+ vary by ~1e-2, under the posterior noise.
+    model.model.encoder.conv_out.conv.weight[3:8] += 1e-3 * torch.randn_like(model.model.encoder.conv_out.conv.weight[3:8])
+    clips = torch.cat([_clip("red", "black"), _clip("cyan", "gray")])
+    before = [model.model.decode(model.moments(c[None])[0]).sample for c in clips]
+    factors = wake_latent_channels(model, clips, target_std=2.5)
+    assert sorted(factors) == [3, 4, 5, 6, 7]  # the rgb channels 0-2 already carry signal
+    assert all(f > 10 for f in factors.values())
+    means = torch.cat([model.moments(c[None])[0] for c in clips])
+    stds = means.transpose(0, 1).flatten(1).std(dim=1)
+    assert torch.allclose(stds[3:], torch.full((5,), 2.5), rtol=1e-3)
+    after = [model.model.decode(model.moments(c[None])[0]).sample for c in clips]
+    for b, a in zip(before, after):
+        assert (a - b).abs().max().item() < 1e-3

@@ -25,10 +25,11 @@ from opensora.errors import UserError
 from opensora.io.outputs import save_safetensors_atomic
 from opensora.models.hunyuan_vae import HunyuanVAE, VAEConfig
 from training.checkpointing import CheckpointData, CheckpointSaver, latest_checkpoint, read_checkpoint, remove_incomplete
-from training.vae_init import init_block_mean_vae
+from training.vae_init import init_block_mean_vae, wake_latent_channels
 from training.shapes_world import DEFAULT_NUM_FRAMES, render_clip, sample_spec
 
 log = logging.getLogger(__name__)
+WAKE_CLIPS_SEED = 77  # the clips whose latents decide which channels are quiet
 
 
 @dataclass
@@ -49,6 +50,8 @@ class VAETrainConfig:
     kl_weight: float = 1e-6  # on the KL summed over latents / pixel count (the SD/LDM convention)
     l1_weight: float = 0.0  # loss = l1_weight * L1 + mse_weight * MSE + kl_weight * KL
     mse_weight: float = 1.0
+    wake_channels: float = 0.0  # > 0: lift quiet latent channels of --init FILE to this std first (vae_init.wake_latent_channels)
+    keep_scale: bool = False  # keep the preset's scale_factor: an MMDiT trained on the old latents keeps its input scale
     edge_weight: float = 0.0  # extra weight of pixels near the target's edges (corners, tips: what MSE neglects)
     seed: int = 0
     checkpoint_every: int = 100
@@ -237,12 +240,19 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
         raise UserError(f"train is {cfg.train!r}; allowed: 'all', 'decoder'")
     if not 0.0 <= cfg.image_fraction <= 1.0:
         raise UserError(f"image_fraction is {cfg.image_fraction}; allowed: 0.0 to 1.0")
+    if cfg.wake_channels < 0:
+        raise UserError(f"wake_channels is {cfg.wake_channels}; allowed: 0 (off) or more")
     if cfg.edge_weight < 0:
         raise UserError(f"edge_weight is {cfg.edge_weight}; allowed: 0 or more")
     vae = initial_vae(vae_config, cfg.init)
     if cfg.train == "decoder" and cfg.init in ("block_mean", "random"):
         raise UserError("train 'decoder' keeps the encoder of existing weights: init must be a VAE .safetensors file")
     vae.set_tiling(False)  # crops and 128px eval clips fit whole; tiling only costs time here
+    if cfg.wake_channels > 0:
+        if cfg.train != "all" or not cfg.init.endswith(".safetensors"):
+            raise UserError("wake_channels rescales the latents of trained weights: it needs init FILE and train 'all'")
+        woken = wake_latent_channels(vae, eval_clips(4, WAKE_CLIPS_SEED, held_out=False), cfg.wake_channels)
+        log.info("woke latent channels %s", {c: round(f, 1) for c, f in woken.items()})
     trained = trainable_parameters(vae, cfg.train)
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
 
@@ -293,7 +303,7 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     held = evaluate(vae, eval_clips(cfg.eval_clips, cfg.seed + 20_000, held_out=True, num_frames=cfg.eval_frames))
     latent_std = (seen["latent_std"] + held["latent_std"]) / 2
     # A fixed encoder keeps the scale the weights came with, bit for bit.
-    scale = vae_config.scale_factor if cfg.train == "decoder" else 1.0 / latent_std
+    scale = vae_config.scale_factor if cfg.train == "decoder" or cfg.keep_scale else 1.0 / latent_std
     metadata = {"format": "pt", "scale_factor": f"{scale:.6f}", "shift_factor": "0.0",
                 "trained_steps": str(cfg.steps), "psnr_frame0": f"{seen['psnr_frame0']:.2f}",
                 "psnr_all": f"{seen['psnr_all']:.2f}"}

@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", choices=("all", "decoder"), default=DEFAULTS.train,
                         help="decoder: fine-tune only the decoder of --init FILE; the encoder, its latents and "
                              f"scale_factor stay as they are, so an MMDiT trained on them still fits (default {DEFAULTS.train})")
+    parser.add_argument("--wake-channels", type=float, default=DEFAULTS.wake_channels, metavar="STD",
+                        help="before training, lift latent channels of --init FILE that carry almost no signal to this "
+                             "std (the reconstruction is unchanged; training can then use them); 0 = off "
+                             f"(default {DEFAULTS.wake_channels})")
+    parser.add_argument("--keep-scale", action="store_true",
+                        help="keep the preset's scale_factor instead of 1 / latent std, so an MMDiT trained on the "
+                             "old latents sees its familiar channels at the same scale")
     parser.add_argument("--image-fraction", type=float, default=DEFAULTS.image_fraction,
                         help=f"share of steps on single frames, what i2v encodes for frame 0 (default {DEFAULTS.image_fraction})")
     parser.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every,
@@ -55,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset)
     cfg = VAETrainConfig(
         steps=args.steps, seed=args.seed, batch_size=args.batch_size, crop_frames=args.crop_frames,
-        crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, edge_weight=args.edge_weight, init=args.init, train=args.train,
+        crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, edge_weight=args.edge_weight, wake_channels=args.wake_channels,
+        keep_scale=args.keep_scale, init=args.init, train=args.train,
         image_fraction=args.image_fraction, checkpoint_every=args.checkpoint_every,
         eval_clips=args.eval_clips, eval_frames=args.eval_frames, threads=args.threads, warmup_steps=min(DEFAULTS.warmup_steps, max(args.steps // 10, 1)),
     )
