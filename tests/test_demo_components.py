@@ -70,6 +70,35 @@ def test_train_vae_decoder_only_keeps_the_encoder_and_scale(tmp_path):
         assert g.metadata()["scale_factor"] == f.metadata()["scale_factor"]
 
 
+def test_train_vae_wakes_quiet_channels_and_keeps_the_scale(tmp_path):
+    from opensora.loading import load_vae_weights
+    from training.vae_trainer import WAKE_CLIPS_SEED, eval_clips
+
+    preset_path = tmp_path / "tiny.toml"
+    preset_path.write_text((REPO / "presets" / "tiny-random.toml").read_text().replace("norm_num_groups = 4", "norm_num_groups = 1"))
+    small = ["--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1", "--eval-frames", "5",
+             "--no-update-preset"]
+    first = tmp_path / "vae.safetensors"  # block-mean start + 3 steps: channels 3+ barely move
+    assert main(["train-vae", "--preset", str(preset_path), "--out", str(first), "--work-dir", str(tmp_path / "a"),
+                 "--steps", "3", *small]) == 0
+    woken = tmp_path / "woken.safetensors"
+    assert main(["train-vae", "--preset", str(preset_path), "--out", str(woken), "--work-dir", str(tmp_path / "b"),
+                 "--steps", "2", "--init", str(first), "--wake-channels", "2.5", "--keep-scale", "--edge-weight", "20",
+                 *small]) == 0
+    preset = load_preset(str(preset_path))
+    with safe_open(str(woken), "pt") as f:
+        assert float(f.metadata()["scale_factor"]) == pytest.approx(preset.vae.scale_factor, rel=1e-5)
+    vae = load_vae_weights(woken, preset, torch.float32, "cpu")
+    vae.set_tiling(False)
+    clips = torch.cat([eval_clips(4, WAKE_CLIPS_SEED, held_out=False), eval_clips(4, WAKE_CLIPS_SEED + 1, held_out=True)])
+    with torch.no_grad():
+        means = torch.cat([vae.moments(c[None])[0] for c in clips]).transpose(0, 1).flatten(1)
+    colour_std = means[:3].std(dim=1).mean().item()
+    # every channel beyond rgb now varies on the colour channels' scale, centred
+    assert torch.allclose(means[3:].std(dim=1), torch.full((means.shape[0] - 3,), colour_std), rtol=1e-3)
+    assert means[3:].mean(dim=1).abs().max().item() < 1e-3 * colour_std
+
+
 def test_train_vae_refuses_bad_init_train_and_image_fraction(tmp_path):
     from training.vae_trainer import VAETrainConfig, train_vae
 

@@ -11,7 +11,7 @@ from opensora.models.hunyuan_vae import HunyuanVAE
 from opensora.presets import load_preset
 from training.demo_metrics import measure
 from training.shapes_world import ClipSpec, render_clip
-from training.vae_init import init_block_mean_vae, wake_latent_channels
+from training.vae_init import init_block_mean_vae, standardize_latent_channels, wake_latent_channels
 from training.vae_trainer import to_tensor
 
 
@@ -87,6 +87,21 @@ def test_waking_quiet_channels_lifts_them_and_keeps_the_reconstruction():
     means = torch.cat([model.moments(c[None])[0] for c in clips])
     stds = means.transpose(0, 1).flatten(1).std(dim=1)
     assert torch.allclose(stds[3:], torch.full((5,), 2.5), rtol=1e-3)
+    after = [model.model.decode(model.moments(c[None])[0]).sample for c in clips]
+    for b, a in zip(before, after):
+        assert (a - b).abs().max().item() < 1e-3
+
+    # Training moves woken channels anywhere; standardising centres them on the colour channels' scale.
+    mean_4 = torch.cat([model.moments(c[None])[0] for c in clips])[:, 4].mean().item()
+    model.model.quant_conv.bias[4] += 30.0
+    model.model.post_quant_conv.bias -= 30.0 * model.model.post_quant_conv.weight[:, 4, 0, 0, 0]
+    before = after
+    moved = standardize_latent_channels(model, clips, sorted(factors))
+    assert moved[4][0] == pytest.approx(mean_4 + 30.0, rel=1e-4)
+    means = torch.cat([model.moments(c[None])[0] for c in clips]).transpose(0, 1).flatten(1)
+    colour_std = means[:3].std(dim=1).mean().item()
+    assert means[3:].mean(dim=1).abs().max().item() < 1e-3
+    assert torch.allclose(means[3:].std(dim=1), torch.full((5,), colour_std), rtol=1e-3)
     after = [model.model.decode(model.moments(c[None])[0]).sample for c in clips]
     for b, a in zip(before, after):
         assert (a - b).abs().max().item() < 1e-3

@@ -158,29 +158,68 @@ def init_block_mean_vae(model: nn.Module, level: float = 8.0, silu_bias: float =
     _read_out(decoder.conv_norm_out, decoder.conv_out.conv, 3, refs, level, silu_bias)
 
 
+def _channel_stats(vae, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per latent channel mean and std of the posterior means of `clips` (N, 3, T, H, W)."""
+    means = torch.cat([vae.moments(clip[None])[0] for clip in clips])
+    flat = means.transpose(0, 1).flatten(1)
+    return flat.mean(dim=1), flat.std(dim=1)
+
+
+def _reparametrise_channel(model: nn.Module, channel: int, factor: float, shift: float, scale_noise: bool) -> None:
+    """Make latent `channel` read factor * (z - shift) and the decoder undo it (1x1 quant convs).
+
+    With `scale_noise` the posterior std is scaled too: the same distribution in new units.
+    Without it only the mean moves, so the signal rises against an unchanged noise.
+    """
+    latent = model.config.latent_channels
+    model.quant_conv.bias[channel] -= shift
+    model.quant_conv.weight[channel] *= factor
+    model.quant_conv.bias[channel] *= factor
+    if scale_noise:
+        model.quant_conv.bias[latent + channel] += 2 * math.log(factor)  # log-variance
+    weight = model.post_quant_conv.weight
+    model.post_quant_conv.bias += weight[:, channel, 0, 0, 0] * shift
+    weight[:, channel] /= factor
+
+
 def wake_latent_channels(vae, clips: torch.Tensor, target_std: float) -> dict[int, float]:
     """Lift latent channels that carry almost no signal to `target_std`; returns {channel: factor}.
 
     The block-mean init starts latent channels 3+ at zero weights. After 1200 steps their posterior
     means still varied by only 0.01-0.03 against a posterior noise of ~0.05: the decoder cannot
     read them through the noise, so the encoder has no reason to fill them, and the latent holds
-    little more than each cell's mean colour (no corners, no triangle tips). Multiplying such a
-    channel by s in `quant_conv` and dividing it by s in `post_quant_conv` decodes the posterior
-    mean exactly as before while its signal now stands far above the noise, so training can use it.
+    little more than each cell's mean colour (no corners, no triangle tips). Scaling such a
+    channel's mean by s in `quant_conv` and by 1/s in `post_quant_conv` decodes the posterior mean
+    exactly as before while its signal now stands far above the noise, so training can use it.
     A channel counts as quiet when its std over `clips` is below a tenth of `target_std`; one with
     no signal at all (exactly zero, as straight after the block-mean init) has nothing to lift.
     """
-    model = vae.model
-    latent = model.config.latent_channels
+    factors = {}
     with torch.no_grad():
-        means = torch.cat([vae.moments(clip[None])[0] for clip in clips])
-        stds = means.transpose(0, 1).flatten(1).std(dim=1)
-        factors = {}
-        for c in range(latent):
-            if 0 < stds[c] < target_std / 10:
-                factor = target_std / stds[c].item()
-                model.quant_conv.weight[c] *= factor
-                model.quant_conv.bias[c] *= factor
-                model.post_quant_conv.weight[:, c] /= factor
-                factors[c] = factor
+        _, stds = _channel_stats(vae, clips)
+        for c, std in enumerate(stds.tolist()):
+            if 0 < std < target_std / 10:
+                factors[c] = target_std / std
+                _reparametrise_channel(vae.model, c, factors[c], shift=0.0, scale_noise=False)
     return factors
+
+
+def standardize_latent_channels(vae, clips: torch.Tensor, channels: list[int]) -> dict[int, tuple[float, float]]:
+    """Centre `channels` and give them the mean std of the other channels; returns {c: (shift, factor)}.
+
+    Woken channels come out of training wherever the loss left them (a mean of 71 and a std of 10
+    on the demo VAE), while the colour channels keep their scale. An exact reparametrisation of
+    the posterior (mean and std together, undone by `post_quant_conv`) puts them on the colour
+    channels' scale, so one scale_factor suits every channel and an MMDiT trained on the colour
+    channels sees them unchanged.
+    """
+    result = {}
+    with torch.no_grad():
+        means, stds = _channel_stats(vae, clips)
+        others = [c for c in range(len(stds)) if c not in channels]
+        target = stds[others].mean().item()
+        for c in channels:
+            shift, factor = means[c].item(), target / stds[c].item()
+            _reparametrise_channel(vae.model, c, factor, shift, scale_noise=True)
+            result[c] = (shift, factor)
+    return result

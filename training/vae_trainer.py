@@ -25,11 +25,11 @@ from opensora.errors import UserError
 from opensora.io.outputs import save_safetensors_atomic
 from opensora.models.hunyuan_vae import HunyuanVAE, VAEConfig
 from training.checkpointing import CheckpointData, CheckpointSaver, latest_checkpoint, read_checkpoint, remove_incomplete
-from training.vae_init import init_block_mean_vae, wake_latent_channels
+from training.vae_init import init_block_mean_vae, standardize_latent_channels, wake_latent_channels
 from training.shapes_world import DEFAULT_NUM_FRAMES, render_clip, sample_spec
 
 log = logging.getLogger(__name__)
-WAKE_CLIPS_SEED = 77  # the clips whose latents decide which channels are quiet
+WAKE_CLIPS_SEED = 77  # the clips whose latent statistics wake and then standardise channels
 
 
 @dataclass
@@ -248,6 +248,7 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     if cfg.train == "decoder" and cfg.init in ("block_mean", "random"):
         raise UserError("train 'decoder' keeps the encoder of existing weights: init must be a VAE .safetensors file")
     vae.set_tiling(False)  # crops and 128px eval clips fit whole; tiling only costs time here
+    woken = {}
     if cfg.wake_channels > 0:
         if cfg.train != "all" or not cfg.init.endswith(".safetensors"):
             raise UserError("wake_channels rescales the latents of trained weights: it needs init FILE and train 'all'")
@@ -297,6 +298,10 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     train_seconds = time.perf_counter() - started
     if cfg.steps > start:
         checkpoint(cfg.steps)
+    if woken:  # after the checkpoint, so that resuming a finished run standardises the same weights
+        clips = torch.cat([eval_clips(4, WAKE_CLIPS_SEED, held_out=False), eval_clips(4, WAKE_CLIPS_SEED + 1, held_out=True)])
+        moved = standardize_latent_channels(vae, clips, sorted(woken))
+        log.info("standardised latent channels %s", {c: (round(s, 2), round(f, 3)) for c, (s, f) in moved.items()})
 
     # Scale so that diffusion latents have unit variance; PSNR on full-size unseen clips.
     seen = evaluate(vae, eval_clips(cfg.eval_clips, cfg.seed + 10_000, held_out=False, num_frames=cfg.eval_frames))
