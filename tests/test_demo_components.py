@@ -25,10 +25,15 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "models" / "demo"
 
 
+def _tiny_vae_preset(tmp_path: Path) -> Path:
+    """The tiny preset with one GroupNorm group per level, so the block-mean init has enough channels per group."""
+    path = tmp_path / "tiny.toml"
+    path.write_text((REPO / "presets" / "tiny-random.toml").read_text().replace("norm_num_groups = 4", "norm_num_groups = 1"))
+    return path
+
+
 def test_train_vae_writes_loadable_weights_with_scale(tmp_path):
-    preset_path = tmp_path / "tiny.toml"
-    # one GroupNorm group per level, so the default block-mean init has enough channels per group
-    preset_path.write_text((REPO / "presets" / "tiny-random.toml").read_text().replace("norm_num_groups = 4", "norm_num_groups = 1"))
+    preset_path = _tiny_vae_preset(tmp_path)
     out = tmp_path / "vae.safetensors"
     argv = ["train-vae", "--preset", str(preset_path), "--out", str(out), "--work-dir", str(tmp_path / "run"),
             "--steps", "2", "--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1",
@@ -51,8 +56,7 @@ def test_train_vae_writes_loadable_weights_with_scale(tmp_path):
 
 
 def test_train_vae_decoder_only_keeps_the_encoder_and_scale(tmp_path):
-    preset_path = tmp_path / "tiny.toml"
-    preset_path.write_text((REPO / "presets" / "tiny-random.toml").read_text().replace("norm_num_groups = 4", "norm_num_groups = 1"))
+    preset_path = _tiny_vae_preset(tmp_path)
     small = ["--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1", "--eval-frames", "5"]
     first = tmp_path / "vae.safetensors"
     assert main(["train-vae", "--preset", str(preset_path), "--out", str(first), "--work-dir", str(tmp_path / "a"),
@@ -74,8 +78,7 @@ def test_train_vae_wakes_quiet_channels_and_keeps_the_scale(tmp_path):
     from opensora.loading import load_vae_weights
     from training.vae_trainer import WAKE_CLIPS_SEED, eval_clips
 
-    preset_path = tmp_path / "tiny.toml"
-    preset_path.write_text((REPO / "presets" / "tiny-random.toml").read_text().replace("norm_num_groups = 4", "norm_num_groups = 1"))
+    preset_path = _tiny_vae_preset(tmp_path)
     small = ["--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1", "--eval-frames", "5",
              "--no-update-preset"]
     first = tmp_path / "vae.safetensors"  # block-mean start + 3 steps: channels 3+ barely move

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset)
     cfg = VAETrainConfig(
         steps=args.steps, seed=args.seed, batch_size=args.batch_size, crop_frames=args.crop_frames,
-        crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, edge_weight=args.edge_weight, wake_channels=args.wake_channels,
-        keep_scale=args.keep_scale, init=args.init, train=args.train,
+        crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, edge_weight=args.edge_weight,
+        wake_channels=args.wake_channels, keep_scale=args.keep_scale, init=args.init, train=args.train,
         image_fraction=args.image_fraction, checkpoint_every=args.checkpoint_every,
         eval_clips=args.eval_clips, eval_frames=args.eval_frames, threads=args.threads, warmup_steps=min(DEFAULTS.warmup_steps, max(args.steps // 10, 1)),
     )
