@@ -114,6 +114,9 @@ def test_train_vae_refuses_bad_init_train_and_image_fraction(tmp_path):
         (VAETrainConfig(steps=1, wake_channels=-2.0), "wake_channels is -2.0; allowed: 0 \\(off\\) or more"),
         (VAETrainConfig(steps=1, wake_channels=2.0), "wake_channels rescales the latents of trained weights"),
         (VAETrainConfig(steps=1, init=str(tmp_path / "missing.safetensors")), "missing.safetensors"),
+        (VAETrainConfig(steps=1, anchor_weight=-1.0), "anchor_weight is -1.0; allowed: 0 \\(off\\) or more"),
+        (VAETrainConfig(steps=1, anchor_weight=1.0), "anchor_weight keeps the latents near those of trained weights"),
+        (VAETrainConfig(steps=1, encoder_lr_scale=0.0), "encoder_lr_scale is 0.0; allowed: above 0 up to 1.0"),
     ]
     for cfg, message in cases:
         with pytest.raises(UserError, match=message):
@@ -134,6 +137,33 @@ def test_edge_weights_single_out_the_outline():
     outline, background = weight[0, 0, 0, int(cy), left].item(), weight[0, 0, 0, 0, 0].item()
     assert outline == pytest.approx(21 * background, rel=1e-5)
     assert edge_weights(video, 0.0).item() == 1.0
+
+
+def test_anchor_measures_latent_drift_and_the_encoder_trains_slower(tmp_path):
+    import copy
+
+    from training.vae_trainer import VAETrainConfig, initial_vae, parameter_groups, sample_batch, vae_loss
+
+    preset = load_preset(str(_tiny_vae_preset(tmp_path)))
+    cfg = VAETrainConfig(batch_size=1, crop_frames=5, crop_size=16, anchor_weight=2.0, encoder_lr_scale=0.1)
+    vae = initial_vae(preset.vae, "block_mean")
+    vae.set_tiling(False)
+    anchor = copy.deepcopy(vae).requires_grad_(False)
+    video = sample_batch(cfg, 0)
+    _, parts = vae_loss(vae, video, cfg, torch.Generator().manual_seed(0), anchor)
+    assert parts["drift"] == 0.0  # same weights, same latents
+    with torch.no_grad():
+        vae.model.quant_conv.bias[0] += 1.0  # moves latent channel 0 by 1 everywhere
+    moved, parts = vae_loss(vae, video, cfg, torch.Generator().manual_seed(0), anchor)
+    channels = preset.vae.latent_channels
+    expected = preset.vae.scale_factor**2 / channels  # in scaled units, averaged over the channels
+    assert parts["drift"] == pytest.approx(expected, rel=1e-4)
+    reconstruction = cfg.mse_weight * parts["mse"] + cfg.kl_weight * parts["kl"]  # l1_weight is 0
+    assert moved.item() == pytest.approx(reconstruction + 2.0 * expected, rel=1e-4)
+
+    encoder, decoder = parameter_groups(vae, cfg)
+    assert (encoder["lr_scale"], decoder["lr_scale"]) == (0.1, 1.0)
+    assert len(encoder["params"]) + len(decoder["params"]) == len(list(vae.parameters()))
 
 
 def test_write_scale_factor_edits_only_the_vae_table(tmp_path):

@@ -8,6 +8,7 @@ in the checkpoint.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -53,6 +54,8 @@ class VAETrainConfig:
     wake_channels: float = 0.0  # > 0: lift quiet latent channels of --init FILE to this std first (vae_init.wake_latent_channels)
     keep_scale: bool = False  # keep the preset's scale_factor: an MMDiT trained on the old latents keeps its input scale
     edge_weight: float = 0.0  # extra weight of pixels near the target's edges (corners, tips: what MSE neglects)
+    anchor_weight: float = 0.0  # > 0: keep the posterior mean near --init FILE's, so an MMDiT trained on it adapts fast
+    encoder_lr_scale: float = 1.0  # encoder-side learning rate / the decoder's (woken channels amplify encoder steps)
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
@@ -109,19 +112,24 @@ def initial_vae(vae_config: VAEConfig, init: str) -> HunyuanVAE:
     return vae
 
 
-def trainable_parameters(vae: HunyuanVAE, part: str) -> list[torch.nn.Parameter]:
-    """All weights, or only the decoder side (post_quant_conv + decoder) with the encoder frozen."""
-    if part == "decoder":
-        for module in (vae.model.encoder, vae.model.quant_conv):
+def parameter_groups(vae: HunyuanVAE, cfg: VAETrainConfig) -> list[dict]:
+    """AdamW groups: the decoder side (post_quant_conv + decoder) and, unless only the decoder
+    trains, the encoder side at `encoder_lr_scale` times the learning rate."""
+    model = vae.model
+    decoder_side = [*model.post_quant_conv.parameters(), *model.decoder.parameters()]
+    encoder_side = [*model.encoder.parameters(), *model.quant_conv.parameters()]
+    if cfg.train == "decoder":
+        for module in (model.encoder, model.quant_conv):
             module.requires_grad_(False)
-        return [*vae.model.post_quant_conv.parameters(), *vae.model.decoder.parameters()]
-    return list(vae.parameters())
+        return [{"params": decoder_side, "lr_scale": 1.0}]
+    return [{"params": encoder_side, "lr_scale": cfg.encoder_lr_scale}, {"params": decoder_side, "lr_scale": 1.0}]
 
 
 # --------------------------------------------------------------------------- loss, schedule
 
 
-def vae_loss(vae: HunyuanVAE, video: torch.Tensor, cfg: VAETrainConfig, generator: torch.Generator):
+def vae_loss(vae: HunyuanVAE, video: torch.Tensor, cfg: VAETrainConfig, generator: torch.Generator,
+             anchor: HunyuanVAE | None = None):
     with torch.set_grad_enabled(cfg.train == "all"):
         mean, logvar = vae.moments(video)
     z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
@@ -131,7 +139,14 @@ def vae_loss(vae: HunyuanVAE, video: torch.Tensor, cfg: VAETrainConfig, generato
     mse = ((recon - video).pow(2) * weight).mean()
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum() / video.numel()
     loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
-    return loss, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
+    drift = torch.zeros(())
+    if anchor is not None:
+        with torch.no_grad():
+            anchor_mean, _ = anchor.moments(video)
+        # In the MMDiT's units (latents times scale_factor, unit variance): 0.01 = 1% of their variance.
+        drift = ((mean - anchor_mean) * vae.config.scale_factor).pow(2).mean()
+        loss = loss + cfg.anchor_weight * drift
+    return loss, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item(), "drift": drift.item()}
 
 
 def edge_weights(video: torch.Tensor, edge_weight: float) -> torch.Tensor:
@@ -244,6 +259,12 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
         raise UserError(f"wake_channels is {cfg.wake_channels}; allowed: 0 (off) or more")
     if cfg.edge_weight < 0:
         raise UserError(f"edge_weight is {cfg.edge_weight}; allowed: 0 or more")
+    if not 0.0 < cfg.encoder_lr_scale <= 1.0:
+        raise UserError(f"encoder_lr_scale is {cfg.encoder_lr_scale}; allowed: above 0 up to 1.0")
+    if cfg.anchor_weight < 0:
+        raise UserError(f"anchor_weight is {cfg.anchor_weight}; allowed: 0 (off) or more")
+    if cfg.anchor_weight > 0 and (cfg.train != "all" or not cfg.init.endswith(".safetensors")):
+        raise UserError("anchor_weight keeps the latents near those of trained weights: it needs init FILE and train 'all'")
     vae = initial_vae(vae_config, cfg.init)
     if cfg.train == "decoder" and cfg.init in ("block_mean", "random"):
         raise UserError("train 'decoder' keeps the encoder of existing weights: init must be a VAE .safetensors file")
@@ -254,8 +275,12 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
             raise UserError("wake_channels rescales the latents of trained weights: it needs init FILE and train 'all'")
         woken = wake_latent_channels(vae, eval_clips(4, WAKE_CLIPS_SEED, held_out=False), cfg.wake_channels)
         log.info("woke latent channels %s", {c: round(f, 1) for c, f in woken.items()})
-    trained = trainable_parameters(vae, cfg.train)
-    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    anchor = None
+    if cfg.anchor_weight > 0:  # a frozen copy of the starting weights: its latents are the anchor
+        anchor = copy.deepcopy(vae).eval().requires_grad_(False)
+    groups = parameter_groups(vae, cfg)
+    trained = [p for group in groups for p in group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
 
     start = 0
     if resume:
@@ -279,10 +304,10 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     for step in range(start, cfg.steps):
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         video = sample_batch(cfg, step)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        loss, parts = vae_loss(vae, video, cfg, generator)
+        loss, parts = vae_loss(vae, video, cfg, generator, anchor)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
@@ -290,8 +315,8 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             elapsed = time.perf_counter() - started
-            log.info("step %d/%d loss %.4f l1 %.4f mse %.5f kl %.2f gnorm %.2f lr %.2e T=%d %.2fs/step",
-                     done, cfg.steps, loss.item(), parts["l1"], parts["mse"], parts["kl"], grad_norm.item(),
+            log.info("step %d/%d loss %.4f l1 %.4f mse %.5f kl %.2f drift %.4f gnorm %.2f lr %.2e T=%d %.2fs/step",
+                     done, cfg.steps, loss.item(), parts["l1"], parts["mse"], parts["kl"], parts["drift"], grad_norm.item(),
                      lr, video.shape[2], elapsed / (done - start))
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
             checkpoint(done)

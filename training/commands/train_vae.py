@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", choices=("all", "decoder"), default=DEFAULTS.train,
                         help="decoder: fine-tune only the decoder of --init FILE; the encoder, its latents and "
                              f"scale_factor stay as they are, so an MMDiT trained on them still fits (default {DEFAULTS.train})")
+    parser.add_argument("--anchor-weight", type=float, default=DEFAULTS.anchor_weight,
+                        help="weight of the squared drift of the latents from those of --init FILE (in the "
+                             "MMDiT's unit-variance units), so an MMDiT trained on them adapts quickly; "
+                             f"0 = off (default {DEFAULTS.anchor_weight})")
+    parser.add_argument("--encoder-lr-scale", type=float, default=DEFAULTS.encoder_lr_scale,
+                        help="encoder-side learning rate as a fraction of --lr, in (0, 1] "
+                             f"(default {DEFAULTS.encoder_lr_scale})")
     parser.add_argument("--wake-channels", type=float, default=DEFAULTS.wake_channels, metavar="STD",
                         help="before training, lift latent channels of --init FILE that carry almost no signal to this "
                              "std (the reconstruction is unchanged; training can then use them); 0 = off "
@@ -63,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = VAETrainConfig(
         steps=args.steps, seed=args.seed, batch_size=args.batch_size, crop_frames=args.crop_frames,
         crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, edge_weight=args.edge_weight,
+        anchor_weight=args.anchor_weight, encoder_lr_scale=args.encoder_lr_scale,
         wake_channels=args.wake_channels, keep_scale=args.keep_scale, init=args.init, train=args.train,
         image_fraction=args.image_fraction, checkpoint_every=args.checkpoint_every,
         eval_clips=args.eval_clips, eval_frames=args.eval_frames, threads=args.threads, warmup_steps=min(DEFAULTS.warmup_steps, max(args.steps // 10, 1)),
