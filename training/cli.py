@@ -6,13 +6,14 @@ Adding a command: import its module below and add one line to COMMANDS.
 from __future__ import annotations
 
 from opensora import subcommands
-from training.commands import finetune, grow_mmdit, render_shapes, train_text_encoders, train_vae
+from training.commands import finetune, grow_mmdit, render_shapes, repatch_mmdit, train_text_encoders, train_vae
 
 COMMANDS = {
     "render-shapes": (render_shapes, "render the procedural shapes-world dataset (mp4 + png + data.csv)"),
     "train-vae": (train_vae, "train a preset's VAE on rendered shapes-world clips (demo model; resumable)"),
     "train-text-encoders": (train_text_encoders, "fit a word-level tokenizer and train tiny T5 + CLIP text encoders on shapes-world captions (demo model)"),
     "grow-mmdit": (grow_mmdit, "deepen a trained MMDiT by single blocks that start as the identity (demo model)"),
+    "repatch-mmdit": (repatch_mmdit, "move a trained MMDiT to another token size (VAE or patch size): fresh input/output projections, same blocks"),
     "finetune": (finetune, "LoRA or full fine-tune of a preset's MMDiT on a video CSV (flow matching, resumable)"),
 }
 
