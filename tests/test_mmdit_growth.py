@@ -4,27 +4,18 @@ import dataclasses
 
 import pytest
 import torch
+from mmdit_weights import trained_looking_weights
 from safetensors.torch import load_file, save_file
 
 from opensora.errors import UserError
 from opensora.models.mmdit import build_mmdit, mmdit_forward
-from opensora.models.mmdit_convert import diffusers_to_official, official_to_diffusers
+from opensora.models.mmdit_convert import official_to_diffusers
 from opensora.presets import PRESET_DIR, load_preset
 from opensora.sampling.packing import image_position_ids
 from training.cli import main
 from training.mmdit_growth import count_single_blocks, grow_single_blocks
 
 SMALL = load_preset("tiny-random").mmdit  # 2 single blocks
-
-
-def trained_looking_weights(config, seed=1):
-    """Random weights with non-zero output projections everywhere, like a trained model."""
-    torch.manual_seed(seed)
-    model = build_mmdit(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
-    return {k: v.contiguous() for k, v in diffusers_to_official(model.state_dict(), config).items()}
 
 
 def velocity(state, config):

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from mmdit_weights import trained_looking_weights
 from safetensors.torch import load_file, save_file
 
 from opensora.errors import UserError
@@ -14,15 +15,6 @@ from training.cli import main
 from training.mmdit_repatch import TOKEN_PROJECTIONS, repatch_projections
 
 SMALL = load_preset("tiny-random").mmdit
-
-
-def trained_looking_weights(config, seed=1):
-    torch.manual_seed(seed)
-    model = build_mmdit(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
-    return {k: v.contiguous() for k, v in diffusers_to_official(model.state_dict(), config).items()}
 
 
 def bigger_tokens(config):
