@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from opensora.errors import UserError
 from opensora.io.outputs import save_safetensors_atomic
 from opensora.presets import load_preset
+from training.commands.mmdit_weights_file import read_mmdit_weights
 from training.mmdit_repatch import TOKEN_PROJECTIONS, repatch_projections
 
 
@@ -18,13 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(args.weights)
-    except (FileNotFoundError, SafetensorError) as err:
-        raise UserError(f"cannot read MMDiT weights {args.weights}: {err}") from None
+    state = read_mmdit_weights(args.weights)
     target = load_preset(args.preset).mmdit
     new = repatch_projections(state, target, args.seed)
     renewed = sorted(key for key in new if key.startswith(TOKEN_PROJECTIONS) and new[key].shape != state[key].shape)

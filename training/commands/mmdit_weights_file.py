@@ -1,0 +1,17 @@
+"""Reading a trained MMDiT file for the commands that reshape one (grow-mmdit, repatch-mmdit)."""
+
+from __future__ import annotations
+
+import torch
+
+from opensora.errors import UserError
+
+
+def read_mmdit_weights(path: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (FileNotFoundError, SafetensorError) as err:
+        raise UserError(f"cannot read MMDiT weights {path}: {err}") from None
