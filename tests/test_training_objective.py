@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from opensora.errors import UserError
+from opensora.models.hunyuan_vae import VAEConfig
 from opensora.presets import SamplerDefaults, available_presets
 from opensora.sampling.conditioning import COND_TYPES, prepare_condition
 from opensora.sampling.schedule import official_timesteps, shift_alpha
@@ -27,6 +28,7 @@ from training.flow_matching import (
     timestep_shift,
     velocity_target,
 )
+from training.latent_cache import posterior_mean, sample_posterior
 
 
 def test_training_shift_is_the_inference_shift():
@@ -56,6 +58,23 @@ def test_noising_and_velocity_target():
     t = torch.tensor([0.3, 0.7])
     derivative = (noisy_latent(x0, noise, t + 1e-3) - noisy_latent(x0, noise, t - 1e-3)) / 2e-3
     assert torch.allclose(derivative, velocity_target(x0, noise), atol=1e-3)  # v = d x_t / dt
+
+
+def test_clean_latent_is_a_posterior_sample_or_its_mean():
+    vae = VAEConfig(scale_factor=0.5, shift_factor=0.2)
+    mean = torch.tensor([1.0, -2.0, 3.0]).repeat(20000, 1)
+    logvar = torch.log(torch.tensor([0.01, 1.0, 4.0])).repeat(20000, 1)
+    assert torch.equal(posterior_mean(mean[:1], vae), torch.tensor([[0.4, -1.1, 1.4]]))
+    drawn = sample_posterior(mean, logvar, vae, torch.Generator().manual_seed(0))
+    assert torch.allclose(drawn.mean(0), posterior_mean(mean[:1], vae)[0], atol=0.03)
+    assert torch.allclose(drawn.std(0), torch.tensor([0.05, 0.5, 1.0]), rtol=0.03)
+
+
+def test_posterior_sample_setting_loads_and_is_checked():
+    assert TrainConfig().loss.posterior_sample is True
+    assert config_from_dict({"loss": {"posterior_sample": False}}, "train.toml").loss.posterior_sample is False
+    with pytest.raises(UserError, match=r"posterior_sample is 'no'; must be true or false"):
+        config_from_dict({"loss": {"posterior_sample": "no"}}, "train.toml")
 
 
 def test_loss_can_leave_tokens_out():

@@ -63,6 +63,11 @@ def sample_posterior(
     return vae_config.scale_factor * (z - vae_config.shift_factor)
 
 
+def posterior_mean(mean: torch.Tensor, vae_config: VAEConfig) -> torch.Tensor:
+    """Scaled latent `scale * (mean - shift)`: the posterior without its noise."""
+    return vae_config.scale_factor * (mean - vae_config.shift_factor)
+
+
 def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
     """Tensors and metadata, or None when the entry is missing or unreadable (then re-made)."""
     if not path.is_file():

@@ -67,6 +67,7 @@ from training.latent_cache import (
     collate_cached,
     fill_latent_cache,
     fingerprint,
+    posterior_mean,
     sample_posterior,
     tensors_digest,
 )
@@ -359,7 +360,7 @@ class Trainer:
         c, p = self.config, self.preset.mmdit.patch_size
         device = self.accelerator.device
         captions = self._captions(batch, generator)
-        x0 = self._clean_latents(batch, generator)
+        x0 = self._clean_latents(batch, generator if c.loss.posterior_sample else None)
         b, _, t, h, w = x0.shape
         cond_types = [fitting_cond_type(ct, t) for ct in draw_cond_types(c.conditioning.weights(), b, generator)]
         masks, masked_ref = condition_from_clean_latent(x0, cond_types)
@@ -400,8 +401,7 @@ class Trainer:
                 mean, logvar = self.vae.moments(batch["video"].to(device, self.frozen_dtype))
         mean, logvar = mean.to(device, torch.float32), logvar.to(device, torch.float32)
         if generator is None:
-            vae = self.preset.vae
-            return vae.scale_factor * (mean - vae.shift_factor)
+            return posterior_mean(mean, self.preset.vae)
         return sample_posterior(mean, logvar, self.preset.vae, generator)
 
     def _encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
