@@ -14,18 +14,21 @@ from opensora.presets import PRESET_DIR, load_preset
 from training.cli import main
 from training.mmdit_repatch import TOKEN_PROJECTIONS, repatch_projections
 
-SMALL = load_preset("tiny-random").mmdit
+TARGET = load_preset("tiny-random").mmdit
 
 
-def bigger_tokens(config):
-    """The same network behind a VAE with half the spatial compression: twice the patch edge, so the
-    same pixels per token and 4x the numbers in each."""
-    return dataclasses.replace(config, patch_size=config.patch_size * 2, in_channels=config.in_channels * 4)
+def smaller_tokens(config):
+    """The same network in front of a VAE with twice the spatial compression: half the patch edge, so
+    the same pixels per token and a quarter of the numbers in each."""
+    return dataclasses.replace(config, patch_size=config.patch_size // 2, in_channels=config.in_channels // 4)
+
+
+SMALL = smaller_tokens(TARGET)
 
 
 def test_blocks_are_kept_and_only_the_token_projections_change():
     old = trained_looking_weights(SMALL)
-    target = bigger_tokens(SMALL)
+    target = TARGET
     new = repatch_projections(old, target)
     assert new["img_in.weight"].shape == (SMALL.hidden_size, target.in_channels)
     assert new["final_layer.linear.weight"].shape == (target.in_channels, SMALL.hidden_size)
@@ -41,7 +44,7 @@ def test_blocks_are_kept_and_only_the_token_projections_change():
 
 def test_refuses_other_differences():
     old = trained_looking_weights(SMALL)
-    deeper = dataclasses.replace(bigger_tokens(SMALL), depth_single_blocks=SMALL.depth_single_blocks + 1)
+    deeper = dataclasses.replace(TARGET, depth_single_blocks=SMALL.depth_single_blocks + 1)
     with pytest.raises(UserError, match=r"missing \['single_blocks.2.*only in_channels or patch_size may differ"):
         repatch_projections(old, deeper)
     wider_text = dataclasses.replace(SMALL, context_in_dim=SMALL.context_in_dim * 2)
@@ -49,16 +52,19 @@ def test_refuses_other_differences():
         repatch_projections(old, wider_text)
 
 
+def test_tokens_wider_than_the_model_are_refused():
+    with pytest.raises(UserError, match=r"in_channels 256 \(numbers per image token\) must be at most hidden_size 64"):
+        dataclasses.replace(TARGET, patch_size=TARGET.patch_size * 2, in_channels=TARGET.in_channels * 4)
+
+
 def test_command_writes_weights_the_new_preset_loads(tmp_path, capsys):
     source = tmp_path / "old.safetensors"
     save_file(trained_looking_weights(SMALL), source)
     text = (PRESET_DIR / "tiny-random.toml").read_text()
-    target = bigger_tokens(SMALL)
-    new_preset = tmp_path / "big-tokens.toml"
-    new_preset.write_text(text.replace(f"in_channels = {SMALL.in_channels}", f"in_channels = {target.in_channels}")
-                          .replace(f"patch_size = {SMALL.patch_size}", f"patch_size = {target.patch_size}")
-                          .replace("block_out_channels = [8, 16, 16, 16]",
-                                   "block_out_channels = [8, 16, 16]\nspatial_compression = 4"))
+    target = TARGET
+    new_preset = tmp_path / "big-tokens.toml"  # tiny-random's MMDiT behind a VAE with 4x spatial compression
+    new_preset.write_text(text.replace("block_out_channels = [8, 16, 16, 16]",
+                                       "block_out_channels = [8, 16, 16]\nspatial_compression = 4"))
     assert load_preset(str(new_preset)).mmdit.in_channels == target.in_channels
     out = tmp_path / "new.safetensors"
     assert main(["repatch-mmdit", "--weights", str(source), "--preset", str(new_preset), "--out", str(out)]) == 0

@@ -44,6 +44,14 @@ class MMDiTConfig:
                 f"MMDiT config: hidden_size {self.hidden_size} / num_heads {self.num_heads} must be an "
                 f"integer head size equal to sum(axes_dim) = {sum(self.axes_dim)}"
             )
+        # The velocity is final_layer.linear of a hidden_size vector: with more numbers per token than
+        # that, part of every token is out of its reach, and sampling leaves the starting noise there.
+        if self.in_channels > self.hidden_size:
+            raise UserError(
+                f"MMDiT config: in_channels {self.in_channels} (numbers per image token) must be at most "
+                f"hidden_size {self.hidden_size}: the output projection reaches only {self.hidden_size} "
+                f"of them, so sampling would leave the rest of the starting noise in every video"
+            )
         # diffusers' FLUX blocks hard-wire these values; the official v2 model uses the same.
         if self.mlp_ratio != 4.0 or not self.qkv_bias or self.theta != 10000:
             raise UserError("MMDiT config: only mlp_ratio 4.0, qkv_bias true and theta 10000 are supported")
