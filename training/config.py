@@ -54,9 +54,9 @@ class LossConfig:
     include_conditioned_frames: bool = True  # MSE over all tokens (official) or only the generated ones
     logit_normal_mean: float = 0.0  # t = sigmoid(N(mean, std)) before the resolution shift
     logit_normal_std: float = 1.0
-    # x0 is a fresh VAE posterior sample each step (official) or, false, the posterior mean: for a
-    # VAE whose decoder ignores its posterior noise, sampling only adds noise the MMDiT cannot
-    # predict to the target (training/README.md, run 15).
+    # x0 is a fresh VAE posterior sample each step (official) or, false, the posterior mean: when
+    # the VAE's decoder ignores its posterior noise, a sample only adds to the target noise that the
+    # MMDiT cannot predict (training/README.md, runs 15-16).
     posterior_sample: bool = True
     # Motion score written into captions of rows without a motion_score column; -1: the preset's
     # sampler default, so training sees the same "<p>. <fps> FPS. <m> motion score." as sampling.
