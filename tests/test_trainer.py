@@ -286,6 +286,32 @@ def test_a_second_run_reuses_the_latent_cache(data, tmp_path):
     assert len(list((cache / "latents").rglob("*.safetensors"))) == 8
 
 
+def test_posterior_mean_training_does_not_see_the_posterior_noise(data, tmp_path):
+    """`[loss] posterior_sample = false` trains on the posterior mean: blowing up the cached
+    log-variances leaves its loss exactly as it was, while the default (a sample) feels them."""
+    from safetensors.torch import load_file, save_file
+
+    mean_config = tmp_path / "train-mean.toml"
+    mean_config.write_text((REPO / "presets" / "train-tiny.toml").read_text() + "\n[loss]\nposterior_sample = false\n")
+    cache = tmp_path / "cache"
+
+    def first_loss(run: str, config: Path | str) -> float:
+        args = finetune_args(data, tmp_path / run, "--steps", "1", "--cache-latents", "--cache-dir", str(cache))
+        args[args.index("--config") + 1] = str(config)
+        assert training_main(args) == 0
+        return json.loads((tmp_path / run / "summary.json").read_text())["first_loss"]
+
+    clean = first_loss("mean", mean_config)
+    for entry in (cache / "latents").rglob("*.safetensors"):
+        with safe_open(entry, "pt") as f:
+            metadata = f.metadata()
+        tensors = load_file(entry)
+        tensors["logvar"] = torch.full_like(tensors["logvar"], 10.0)  # posterior std e^5 ~ 148
+        save_file(tensors, entry, metadata)
+    assert first_loss("mean-noisy", mean_config) == clean
+    assert first_loss("sample-noisy", "tiny") > 100 * clean
+
+
 def test_the_latent_cache_key_follows_the_vae_encoder_not_its_decoder(tmp_path):
     """`train-vae --train decoder` leaves every latent as it was, so it keeps the cache; a new encoder does not."""
     from safetensors.torch import save_file
