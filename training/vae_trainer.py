@@ -42,7 +42,9 @@ class VAETrainConfig:
     image_fraction: float = 0.2  # steps trained on single frames (what i2v encodes for frame 0)
     image_batch_size: int = 8
     init: str = "block_mean"  # "block_mean" (training/vae_init.py), "random", or a VAE .safetensors to continue from
+    block_mean_logvar: float = -6.0  # posterior log-variance of the block-mean init (lower: a sharper, fixed latent)
     train: str = "all"  # "all", or "decoder": the encoder and so the latent space (scale_factor, an MMDiT trained on it) stay fixed
+    # (with init "block_mean" the latents stay the block means of the colour, a few numbers an MMDiT learns fast)
     lr: float = 3e-4
     min_lr_fraction: float = 0.05
     warmup_steps: int = 50
@@ -99,11 +101,11 @@ def eval_clips(num: int, seed: int, held_out: bool, num_frames: int = DEFAULT_NU
 # --------------------------------------------------------------------------- model
 
 
-def initial_vae(vae_config: VAEConfig, init: str) -> HunyuanVAE:
+def initial_vae(vae_config: VAEConfig, init: str, block_mean_logvar: float = -6.0) -> HunyuanVAE:
     """The VAE before the first step: block-mean, random, or loaded from a .safetensors file."""
     vae = HunyuanVAE(vae_config)
     if init == "block_mean":
-        init_block_mean_vae(vae.model)
+        init_block_mean_vae(vae.model, logvar=block_mean_logvar)
     elif init.endswith(".safetensors"):
         expected = {k: tuple(v.shape) for k, v in vae.model.state_dict().items()}
         vae.model.load_state_dict(load_checked(Path(init), expected, "HunyuanVideo VAE"))
@@ -265,9 +267,11 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
         raise UserError(f"anchor_weight is {cfg.anchor_weight}; allowed: 0 (off) or more")
     if cfg.anchor_weight > 0 and (cfg.train != "all" or not cfg.init.endswith(".safetensors")):
         raise UserError("anchor_weight keeps the latents near those of trained weights: it needs init FILE and train 'all'")
-    vae = initial_vae(vae_config, cfg.init)
-    if cfg.train == "decoder" and cfg.init in ("block_mean", "random"):
-        raise UserError("train 'decoder' keeps the encoder of existing weights: init must be a VAE .safetensors file")
+    if not -20.0 <= cfg.block_mean_logvar <= 0.0:
+        raise UserError(f"block_mean_logvar is {cfg.block_mean_logvar}; allowed: -20.0 to 0.0")
+    vae = initial_vae(vae_config, cfg.init, cfg.block_mean_logvar)
+    if cfg.train == "decoder" and cfg.init == "random":
+        raise UserError("train 'decoder' keeps the encoder as it starts: init must be 'block_mean' or a VAE .safetensors file")
     vae.set_tiling(False)  # crops and 128px eval clips fit whole; tiling only costs time here
     woken = {}
     if cfg.wake_channels > 0:
@@ -332,8 +336,9 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     seen = evaluate(vae, eval_clips(cfg.eval_clips, cfg.seed + 10_000, held_out=False, num_frames=cfg.eval_frames))
     held = evaluate(vae, eval_clips(cfg.eval_clips, cfg.seed + 20_000, held_out=True, num_frames=cfg.eval_frames))
     latent_std = (seen["latent_std"] + held["latent_std"]) / 2
-    # A fixed encoder keeps the scale the weights came with, bit for bit.
-    scale = vae_config.scale_factor if cfg.train == "decoder" or cfg.keep_scale else 1.0 / latent_std
+    # A fixed trained encoder keeps the scale the weights came with, bit for bit.
+    trained_encoder = cfg.train == "decoder" and cfg.init.endswith(".safetensors")
+    scale = vae_config.scale_factor if trained_encoder or cfg.keep_scale else 1.0 / latent_std
     metadata = {"format": "pt", "scale_factor": f"{scale:.6f}", "shift_factor": "0.0",
                 "trained_steps": str(cfg.steps), "psnr_frame0": f"{seen['psnr_frame0']:.2f}",
                 "psnr_all": f"{seen['psnr_all']:.2f}"}

@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default=DEFAULTS.init, metavar="block_mean|random|FILE",
                         help="start weights: block_mean (colour-preserving, training/vae_init.py), random, or a VAE "
                              f".safetensors to continue from (default {DEFAULTS.init})")
+    parser.add_argument("--block-mean-logvar", type=float, default=DEFAULTS.block_mean_logvar,
+                        help="posterior log-variance the block_mean init starts with, -20 to 0; with --train decoder "
+                             f"it stays (default {DEFAULTS.block_mean_logvar})")
     parser.add_argument("--train", choices=("all", "decoder"), default=DEFAULTS.train,
                         help="decoder: fine-tune only the decoder of --init FILE; the encoder, its latents and "
                              f"scale_factor stay as they are, so an MMDiT trained on them still fits (default {DEFAULTS.train})")
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, edge_weight=args.edge_weight,
         anchor_weight=args.anchor_weight, encoder_lr_scale=args.encoder_lr_scale,
         wake_channels=args.wake_channels, keep_scale=args.keep_scale, init=args.init, train=args.train,
+        block_mean_logvar=args.block_mean_logvar,
         image_fraction=args.image_fraction, checkpoint_every=args.checkpoint_every,
         eval_clips=args.eval_clips, eval_frames=args.eval_frames, threads=args.threads, warmup_steps=min(DEFAULTS.warmup_steps, max(args.steps // 10, 1)),
     )
