@@ -74,6 +74,36 @@ def test_train_vae_decoder_only_keeps_the_encoder_and_scale(tmp_path):
         assert g.metadata()["scale_factor"] == f.metadata()["scale_factor"]
 
 
+def test_train_vae_decoder_on_the_block_mean_encoder(tmp_path):
+    """Only the decoder trains from the block-mean init: the latents stay the colour block means,
+    with the posterior noise asked for, and the scale is measured on them."""
+    from opensora.loading import load_vae_weights
+    from training.vae_trainer import eval_clips, initial_vae
+
+    preset_path = _tiny_vae_preset(tmp_path)
+    out = tmp_path / "vae.safetensors"
+    assert main(["train-vae", "--preset", str(preset_path), "--out", str(out), "--work-dir", str(tmp_path / "run"),
+                 "--steps", "2", "--init", "block_mean", "--train", "decoder", "--block-mean-logvar", "-10",
+                 "--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1",
+                 "--eval-frames", "5"]) == 0
+    preset = load_preset(str(preset_path))
+    torch.manual_seed(0)  # what the trainer seeds (--seed 0) before the parts the init leaves random
+    start = initial_vae(preset.vae, "block_mean", -10.0).model.state_dict()
+    trained = load_file(str(out))
+    assert all(torch.equal(start[k], trained[k]) for k in start if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(start[k], trained[k]) for k in start if k.startswith("decoder."))
+    vae = load_vae_weights(out, preset, torch.float32, "cpu")
+    vae.set_tiling(False)
+    clip = eval_clips(1, 3, held_out=False, num_frames=5)
+    with torch.no_grad():
+        mean, logvar = vae.moments(clip)
+    assert torch.allclose(logvar, torch.full_like(logvar, -10.0), atol=0.05)
+    cell = clip[:, :, 1:5, :8, :8].mean(dim=(2, 3, 4))  # the second latent frame's first 4x8x8 cell
+    assert torch.allclose(mean[0, :3, 1, 0, 0], cell[0], atol=0.05)
+    # the scale is 1 / std of these latents, written into the preset
+    assert 0.5 < preset.vae.scale_factor * mean.std().item() < 2.0
+
+
 def test_train_vae_wakes_quiet_channels_and_keeps_the_scale(tmp_path):
     from opensora.loading import load_vae_weights
     from training.vae_trainer import WAKE_CLIPS_SEED, eval_clips
@@ -107,7 +137,8 @@ def test_train_vae_refuses_bad_init_train_and_image_fraction(tmp_path):
 
     vae = load_preset("demo").vae
     cases = [
-        (VAETrainConfig(steps=1, train="decoder"), "train 'decoder' keeps the encoder of existing weights"),
+        (VAETrainConfig(steps=1, train="decoder", init="random"), "train 'decoder' keeps the encoder as it starts: init must be 'block_mean'"),
+        (VAETrainConfig(steps=1, block_mean_logvar=3.0), "block_mean_logvar is 3.0; allowed: -20.0 to 0.0"),
         (VAETrainConfig(steps=1, train="encoder"), "train is 'encoder'; allowed: 'all', 'decoder'"),
         (VAETrainConfig(steps=1, image_fraction=1.5), "image_fraction is 1.5; allowed: 0.0 to 1.0"),
         (VAETrainConfig(steps=1, edge_weight=-1.0), "edge_weight is -1.0; allowed: 0 or more"),
