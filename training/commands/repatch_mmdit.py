@@ -11,9 +11,9 @@ import argparse
 
 import torch
 
+from opensora.checkpoints import checkpoint_root
 from opensora.errors import UserError
 from opensora.io.outputs import save_safetensors_atomic
-from opensora.checkpoints import checkpoint_root
 from opensora.loading import load_vae_weights
 from opensora.presets import load_preset
 from opensora.sampling.packing import pack

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="posterior log-variance the block_mean init starts with, -20 to 0; with --train decoder "
                              f"it stays (default {DEFAULTS.block_mean_logvar})")
     parser.add_argument("--train", choices=("all", "decoder"), default=DEFAULTS.train,
-                        help="decoder: fine-tune only the decoder of --init FILE; the encoder, its latents and "
+                        help="decoder: fine-tune only the decoder of --init FILE or block_mean; the encoder, its latents and "
                              f"scale_factor stay as they are, so an MMDiT trained on them still fits (default {DEFAULTS.train})")
     parser.add_argument("--anchor-weight", type=float, default=DEFAULTS.anchor_weight,
                         help="weight of the squared drift of the latents from those of --init FILE (in the "
