@@ -99,7 +99,7 @@ def test_inherited_projections_compute_the_old_model_through_the_token_map():
     new = inherit_projections(old, config, config, token_map)
     old_model, new_model = _model(config, old), _model(config, new)
 
-    p, c = config.patch_size, config.latent_channels
+    p = config.patch_size
     latent_t, side = 3, 2 * p
     img_ids = image_position_ids(latent_t, side, side, p)
     n = img_ids.shape[0]

@@ -39,11 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @torch.no_grad()
 def paired_tokens(source_preset, target_preset, num_clips: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Image tokens of the same rendered clips through both presets' VAEs (scaled posterior means)."""
+    clips = eval_clips(num_clips, FIT_CLIPS_SEED, held_out=False)
     tokens = []
     for preset in (source_preset, target_preset):
         vae = load_vae_weights(checkpoint_root(preset, None) / preset.files.vae, preset, torch.float32, "cpu")
         vae.set_tiling(False)
-        clips = eval_clips(num_clips, FIT_CLIPS_SEED, held_out=False)
         latents = torch.cat([vae.encode(clip[None], sample=False) for clip in clips])
         tokens.append(pack(latents, preset.mmdit.patch_size).flatten(0, 1))
     return tokens[0], tokens[1]
