@@ -43,7 +43,7 @@ class VAETrainConfig:
     image_batch_size: int = 8
     init: str = "block_mean"  # "block_mean" (training/vae_init.py), "random", or a VAE .safetensors to continue from
     block_mean_logvar: float = -6.0  # posterior log-variance of the block-mean init (lower: a sharper, fixed latent)
-    train: str = "all"  # "all", or "decoder": the encoder and so the latent space (scale_factor, an MMDiT trained on it) stay fixed
+    train: str = "all"  # "all", or "decoder": the encoder and so the latent space an MMDiT was trained on stay fixed
     # (with init "block_mean" the latents stay the colour block means of the init)
     lr: float = 3e-4
     min_lr_fraction: float = 0.05

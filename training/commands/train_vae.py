@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="posterior log-variance the block_mean init starts with, -20 to 0; with --train decoder "
                              f"it stays (default {DEFAULTS.block_mean_logvar})")
     parser.add_argument("--train", choices=("all", "decoder"), default=DEFAULTS.train,
-                        help="decoder: fine-tune only the decoder of --init FILE or block_mean; the encoder, its latents and "
-                             f"scale_factor stay as they are, so an MMDiT trained on them still fits (default {DEFAULTS.train})")
+                        help="decoder: fine-tune only the decoder of --init FILE or block_mean; the encoder and its latents stay "
+                             "as they are, and so does scale_factor with --init FILE (with block_mean add --keep-scale), so "
+                             f"an MMDiT trained on them still fits (default {DEFAULTS.train})")
     parser.add_argument("--anchor-weight", type=float, default=DEFAULTS.anchor_weight,
                         help="weight of the squared drift of the latents from those of --init FILE (in the "
                              "MMDiT's unit-variance units), so an MMDiT trained on them adapts quickly; "
