@@ -30,3 +30,21 @@ def test_psnr():
     assert psnr(a, a) == float("inf")
     assert 40 < psnr(a, b) < 60
     assert len(HELD_OUT) == 8
+
+
+def test_seen_controls_mirror_the_held_out_set_and_have_references():
+    from training.eval_demo import COMBO_SETS, SEEN_CONTROLS, reference_first_frame
+    from training.shapes_world import is_held_out
+
+    assert COMBO_SETS["held-out"] == HELD_OUT and COMBO_SETS["seen"] == SEEN_CONTROLS
+    assert not any(is_held_out(c) for c in SEEN_CONTROLS)
+    # Same shapes, motions and backgrounds, in the same order; only the colour differs.
+    assert [(c.shape, c.motion, c.background) for c in SEEN_CONTROLS] == [
+        (c.shape, c.motion, c.background) for c in HELD_OUT
+    ]
+    assert all(s.colour != h.colour for s, h in zip(SEEN_CONTROLS, HELD_OUT))
+    for combo in (SEEN_CONTROLS[0], HELD_OUT[0]):
+        spec, first = reference_first_frame(combo, seed=3, height=128, width=128)
+        assert spec.combo == combo and first.shape == (128, 128, 3)
+        m = measure(render_clip(spec))
+        assert (m.colour, m.shape, m.background) == (combo.colour, combo.shape, combo.background)

@@ -8,7 +8,7 @@ from opensora.checkpoints import default_preset_name, file_status
 from opensora.cli import main
 from opensora.presets import load_preset
 from training.demo_metrics import measure, psnr
-from training.eval_demo import held_out_first_frame, to_uint8
+from training.eval_demo import reference_first_frame, to_uint8
 from training.shapes_world import HELD_OUT
 
 
@@ -45,7 +45,7 @@ def test_i2v_keeps_the_first_frame(demo_pipeline, tmp_path):
     from PIL import Image
 
     combo = HELD_OUT[1]  # green square moving right on gray
-    _, first = held_out_first_frame(combo, seed=7, height=128, width=128)
+    _, first = reference_first_frame(combo, seed=7, height=128, width=128)
     Image.fromarray(first).save(tmp_path / "first.png")
     result = demo_pipeline("a green square moving right on a gray background", cond_type="i2v_head",
                            reference=str(tmp_path / "first.png"), seed=0, num_steps=8)
