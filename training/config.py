@@ -58,6 +58,9 @@ class LossConfig:
     # the VAE's decoder ignores its posterior noise, a sample only adds to the target noise that the
     # MMDiT cannot predict (training/README.md, runs 15-16).
     posterior_sample: bool = True
+    # Latent cells on an object's outline weigh 1 + outline_weight in the loss (0: plain MSE, the
+    # official loss); the eval loss stays plain MSE so runs compare.
+    outline_weight: float = 0.0
     # Motion score written into captions of rows without a motion_score column; -1: the preset's
     # sampler default, so training sees the same "<p>. <fps> FPS. <m> motion score." as sampling.
     motion_score: int = -1
@@ -284,6 +287,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     _check("loss.text_dropout", loss.text_dropout, 0, 1)
     _check("loss.logit_normal_std", loss.logit_normal_std, 0, 10, low_open=True)
     _check("loss.logit_normal_mean", loss.logit_normal_mean, -10, 10)
+    _check("loss.outline_weight", loss.outline_weight, 0, 100)
     if loss.motion_score != -1:
         _check("loss.motion_score (-1 = preset default)", loss.motion_score, 1, 15)
 

@@ -54,6 +54,7 @@ from training.config import TrainConfig, bucket_config_path
 from training.flow_matching import (
     flow_matching_loss,
     noisy_latent,
+    outline_weight_map,
     sample_timesteps,
     shift_timesteps,
     timestep_shift,
@@ -375,7 +376,8 @@ class Trainer:
         pred = mmdit_forward(self.model, pack(x_t, p), cond, txt, y_vec, times, img_ids)
         # pack(masks) puts a frame's mask value in every feature of its tokens: feature 0 is enough.
         keep = None if c.loss.include_conditioned_frames else 1 - pack(masks, p)[..., 0]
-        return flow_matching_loss(pred, pack(target, p), keep), b
+        outline = pack(outline_weight_map(x0, c.loss.outline_weight), p) if c.loss.outline_weight > 0 else None
+        return flow_matching_loss(pred, pack(target, p), keep, outline), b
 
     def _captions(self, batch: dict, generator: torch.Generator) -> list[str]:
         """The inference prompt form ("<text>. <fps> FPS. <m> motion score.") so training and
