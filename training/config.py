@@ -59,7 +59,8 @@ class LossConfig:
     # MMDiT cannot predict (training/README.md, runs 15-16).
     posterior_sample: bool = True
     # Latent cells on an object's outline weigh 1 + outline_weight in the loss (0: plain MSE, the
-    # official loss); the eval loss stays plain MSE so runs compare.
+    # official loss); the eval loss stays plain MSE so runs compare. On the demo model it did not
+    # help (training/README.md, run 21).
     outline_weight: float = 0.0
     # Motion score written into captions of rows without a motion_score column; -1: the preset's
     # sampler default, so training sees the same "<p>. <fps> FPS. <m> motion score." as sampling.
