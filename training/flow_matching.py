@@ -60,6 +60,8 @@ def outline_weight_map(x0: torch.Tensor, strength: float) -> torch.Tensor:
     A cell is on an outline when some channel differs from the mean of its 3x3 spatial
     neighbourhood by more than OUTLINE_CONTRAST. Corners and tips, what tells a square from a
     circle, are a few percent of the cells, so a plain mean lets the model trade them away.
+    `training.vae_trainer.edge_weights` does this for pixels with a 2-px band; a latent cell is
+    4-8 px, so here the band is the cells next to the edge.
     """
     b, c, t, h, w = x0.shape
     frames = x0.float().transpose(1, 2).reshape(b * t, c, h, w)
