@@ -181,12 +181,12 @@ def test_anchor_measures_latent_drift_and_the_encoder_trains_slower(tmp_path):
     vae = initial_vae(preset.vae, "block_mean")
     vae.set_tiling(False)
     anchor = copy.deepcopy(vae).requires_grad_(False)
-    video = sample_batch(cfg, 0)
-    _, parts = vae_loss(vae, video, cfg, torch.Generator().manual_seed(0), anchor)
+    batch = sample_batch(cfg, 0)
+    _, parts = vae_loss(vae, batch, cfg, torch.Generator().manual_seed(0), anchor)
     assert parts["drift"] == 0.0  # same weights, same latents
     with torch.no_grad():
         vae.model.quant_conv.bias[0] += 1.0  # moves latent channel 0 by 1 everywhere
-    moved, parts = vae_loss(vae, video, cfg, torch.Generator().manual_seed(0), anchor)
+    moved, parts = vae_loss(vae, batch, cfg, torch.Generator().manual_seed(0), anchor)
     channels = preset.vae.latent_channels
     expected = preset.vae.scale_factor**2 / channels  # in scaled units, averaged over the channels
     assert parts["drift"] == pytest.approx(expected, rel=1e-4)

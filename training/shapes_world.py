@@ -199,19 +199,23 @@ def _sample_path(
 
 def render_clip(spec: ClipSpec) -> np.ndarray:
     """uint8 (T, H, W, 3) RGB frames of ``spec``."""
+    alpha = render_coverage(spec)[..., None]
+    background = np.array(BACKGROUNDS[spec.background], dtype=np.float32)
+    colour = np.array(COLOURS[spec.colour], dtype=np.float32)
+    frames = background + (colour - background) * alpha
+    return np.rint(frames).astype(np.uint8)
+
+
+def render_coverage(spec: ClipSpec) -> np.ndarray:
+    """float32 (T, H, W): the share of each pixel the object covers, 0 to 1."""
     centres = spec.centres()
     xs = np.arange(spec.width, dtype=np.float32) + 0.5  # pixel centres
     ys = np.arange(spec.height, dtype=np.float32) + 0.5
     dx = xs[None, None, :] - centres[:, 0, None, None].astype(np.float32)  # (T, 1, W)
     dy = ys[None, :, None] - centres[:, 1, None, None].astype(np.float32)  # (T, H, 1)
     distance = _signed_distance(spec.shape, dx, dy, spec.size / 2)  # (T, H, W), < 0 inside
-    # Coverage from the signed distance: a one-pixel ramp across the edge, exactly 1 inside.
-    alpha = np.clip(0.5 - distance, 0.0, 1.0)[..., None]
-
-    background = np.array(BACKGROUNDS[spec.background], dtype=np.float32)
-    colour = np.array(COLOURS[spec.colour], dtype=np.float32)
-    frames = background + (colour - background) * alpha
-    return np.rint(frames).astype(np.uint8)
+    # A one-pixel ramp across the edge, exactly 1 inside.
+    return np.clip(0.5 - distance, 0.0, 1.0)
 
 
 def _signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, half: float) -> np.ndarray:

@@ -27,7 +27,8 @@ from opensora.io.outputs import save_safetensors_atomic
 from opensora.models.hunyuan_vae import HunyuanVAE, VAEConfig
 from training.checkpointing import CheckpointData, CheckpointSaver, latest_checkpoint, read_checkpoint, remove_incomplete
 from training.vae_init import init_block_mean_vae, standardize_latent_channels, wake_latent_channels
-from training.shapes_world import DEFAULT_NUM_FRAMES, render_clip, sample_spec
+from training.shape_code import shape_code_channels, shape_code_target
+from training.shapes_world import DEFAULT_NUM_FRAMES, SHAPES, render_clip, render_coverage, sample_spec
 
 log = logging.getLogger(__name__)
 WAKE_CLIPS_SEED = 77  # the clips whose latent statistics wake and then standardise channels
@@ -58,6 +59,7 @@ class VAETrainConfig:
     edge_weight: float = 0.0  # extra weight of pixels near the target's edges (corners, tips: what MSE neglects)
     anchor_weight: float = 0.0  # > 0: keep the posterior mean near --init FILE's, so an MMDiT trained on it adapts fast
     encoder_lr_scale: float = 1.0  # encoder-side learning rate / the decoder's (woken channels amplify encoder steps)
+    shape_code_weight: float = 0.0  # > 0: the last 3 latent channels learn the object's shape (training/shape_code.py)
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
@@ -74,12 +76,19 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
 
-def sample_batch(cfg: VAETrainConfig, step: int) -> torch.Tensor:
-    """(B,3,T,S,S) random crops of freshly rendered training clips (held-out combos never appear)."""
+@dataclass
+class VAEBatch:
+    video: torch.Tensor  # (B, 3, T, S, S) in [-1, 1]
+    coverage: torch.Tensor  # (B, T, S, S): the share of each pixel the object covers
+    shapes: list[str]
+
+
+def sample_batch(cfg: VAETrainConfig, step: int) -> VAEBatch:
+    """Random crops of freshly rendered training clips (held-out combos never appear)."""
     rng = np.random.default_rng([cfg.seed, step])
     images = rng.random() < cfg.image_fraction
     batch, frames = (cfg.image_batch_size, 1) if images else (cfg.batch_size, cfg.crop_frames)
-    crops = []
+    crops, coverages, shapes = [], [], []
     for _ in range(batch):
         # Render full-length clips so motion speeds match the real data, then crop a window.
         spec = sample_spec(rng, held_out=False, num_frames=DEFAULT_NUM_FRAMES)
@@ -87,8 +96,11 @@ def sample_batch(cfg: VAETrainConfig, step: int) -> torch.Tensor:
         t0 = int(rng.integers(clip.shape[0] - frames + 1))
         y0 = int(rng.integers(clip.shape[1] - cfg.crop_size + 1))
         x0 = int(rng.integers(clip.shape[2] - cfg.crop_size + 1))
-        crops.append(to_tensor(clip[t0 : t0 + frames, y0 : y0 + cfg.crop_size, x0 : x0 + cfg.crop_size]))
-    return torch.stack(crops)
+        window = (slice(t0, t0 + frames), slice(y0, y0 + cfg.crop_size), slice(x0, x0 + cfg.crop_size))
+        crops.append(to_tensor(clip[window]))
+        coverages.append(torch.from_numpy(render_coverage(spec)[window]))
+        shapes.append(spec.shape)
+    return VAEBatch(torch.stack(crops), torch.stack(coverages), shapes)
 
 
 def eval_clips(num: int, seed: int, held_out: bool, num_frames: int = DEFAULT_NUM_FRAMES) -> torch.Tensor:
@@ -130,8 +142,9 @@ def parameter_groups(vae: HunyuanVAE, cfg: VAETrainConfig) -> list[dict]:
 # --------------------------------------------------------------------------- loss, schedule
 
 
-def vae_loss(vae: HunyuanVAE, video: torch.Tensor, cfg: VAETrainConfig, generator: torch.Generator,
+def vae_loss(vae: HunyuanVAE, batch: VAEBatch, cfg: VAETrainConfig, generator: torch.Generator,
              anchor: HunyuanVAE | None = None):
+    video = batch.video
     with torch.set_grad_enabled(cfg.train == "all"):
         mean, logvar = vae.moments(video)
     z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
@@ -141,14 +154,25 @@ def vae_loss(vae: HunyuanVAE, video: torch.Tensor, cfg: VAETrainConfig, generato
     mse = ((recon - video).pow(2) * weight).mean()
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum() / video.numel()
     loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
+    # Both in the MMDiT's units (latents times scale_factor, unit variance): 0.01 = 1% of their variance.
+    scaled = mean * vae.config.scale_factor
+    code_error = torch.zeros(())
+    anchored = slice(None)
+    if cfg.shape_code_weight > 0:
+        config = vae.config
+        code = shape_code_channels(config.latent_channels)
+        target = shape_code_target(batch.coverage, batch.shapes, config.time_compression, config.spatial_compression)
+        code_error = (scaled[:, code] - target).pow(2).mean()
+        loss = loss + cfg.shape_code_weight * code_error
+        anchored = slice(0, code.start)  # the code channels are meant to move away from the old latents
     drift = torch.zeros(())
     if anchor is not None:
         with torch.no_grad():
             anchor_mean, _ = anchor.moments(video)
-        # In the MMDiT's units (latents times scale_factor, unit variance): 0.01 = 1% of their variance.
-        drift = ((mean - anchor_mean) * vae.config.scale_factor).pow(2).mean()
+        drift = (scaled[:, anchored] - anchor_mean[:, anchored] * vae.config.scale_factor).pow(2).mean()
         loss = loss + cfg.anchor_weight * drift
-    return loss, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item(), "drift": drift.item()}
+    parts = {"l1": l1.item(), "mse": mse.item(), "kl": kl.item(), "drift": drift.item(), "code": code_error.item()}
+    return loss, parts
 
 
 def edge_weights(video: torch.Tensor, edge_weight: float) -> torch.Tensor:
@@ -263,6 +287,13 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
         raise UserError(f"edge_weight is {cfg.edge_weight}; allowed: 0 or more")
     if not 0.0 < cfg.encoder_lr_scale <= 1.0:
         raise UserError(f"encoder_lr_scale is {cfg.encoder_lr_scale}; allowed: above 0 up to 1.0")
+    if not 0.0 <= cfg.shape_code_weight <= 1000.0:
+        raise UserError(f"shape_code_weight is {cfg.shape_code_weight}; allowed: 0 (off) to 1000")
+    if cfg.shape_code_weight > 0 and vae_config.latent_channels <= len(SHAPES):
+        raise UserError(f"shape_code_weight needs more than {len(SHAPES)} latent channels (the code takes the last "
+                        f"{len(SHAPES)}); the preset has {vae_config.latent_channels}")
+    if cfg.shape_code_weight > 0 and cfg.train != "all":
+        raise UserError("shape_code_weight teaches the encoder to write the shape: it needs train 'all'")
     if cfg.anchor_weight < 0:
         raise UserError(f"anchor_weight is {cfg.anchor_weight}; allowed: 0 (off) or more")
     if cfg.anchor_weight > 0 and (cfg.train != "all" or not cfg.init.endswith(".safetensors")):
@@ -309,9 +340,9 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        video = sample_batch(cfg, step)
+        batch = sample_batch(cfg, step)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        loss, parts = vae_loss(vae, video, cfg, generator, anchor)
+        loss, parts = vae_loss(vae, batch, cfg, generator, anchor)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
@@ -319,9 +350,9 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             elapsed = time.perf_counter() - started
-            log.info("step %d/%d loss %.4f l1 %.4f mse %.5f kl %.2f drift %.4f gnorm %.2f lr %.2e T=%d %.2fs/step",
-                     done, cfg.steps, loss.item(), parts["l1"], parts["mse"], parts["kl"], parts["drift"], grad_norm.item(),
-                     lr, video.shape[2], elapsed / (done - start))
+            log.info("step %d/%d loss %.4f l1 %.4f mse %.5f kl %.2f drift %.4f code %.4f gnorm %.2f lr %.2e T=%d %.2fs/step",
+                     done, cfg.steps, loss.item(), parts["l1"], parts["mse"], parts["kl"], parts["drift"], parts["code"],
+                     grad_norm.item(), lr, batch.video.shape[2], elapsed / (done - start))
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
             checkpoint(done)
     train_seconds = time.perf_counter() - started

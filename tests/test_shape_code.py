@@ -1,0 +1,91 @@
+"""Shape codes: the latent channels the demo VAE trainer can make name the object's shape."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from opensora.errors import UserError
+from opensora.presets import load_preset
+from training.shape_code import SHAPE_CODE_AMPLITUDE, latent_coverage, read_shape, shape_code_channels, shape_code_target
+from training.shapes_world import ClipSpec, render_clip, render_coverage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_latent_coverage_groups_frames_causally_and_cells_by_area():
+    coverage = torch.zeros(1, 9, 16, 16)
+    coverage[0, 0, :8, :8] = 1.0  # frame 0: the top-left cell, fully
+    coverage[0, 1:3, 8:, 8:] = 1.0  # frames 1-2 of the group 1-4: the bottom-right cell, half the time
+    coverage[0, 5:9, :4, :] = 1.0  # frames 5-8: the top half of the top row of cells
+    cells = latent_coverage(coverage, time_compression=4, spatial_compression=8)
+    assert cells.shape == (1, 3, 2, 2)
+    assert cells[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert cells[0, 1].tolist() == [[0.0, 0.0], [0.0, 0.5]]
+    assert cells[0, 2].tolist() == [[0.5, 0.5], [0.0, 0.0]]
+
+
+def test_target_puts_the_coverage_in_the_shape_channel_and_reads_back():
+    spec = ClipSpec(colour="red", shape="square", motion="right", background="black", aspect_ratio="1:1",
+                    num_frames=5, height=32, width=32, size=20.0, start_x=12.0, start_y=12.0, travel=8.0)
+    coverage = torch.from_numpy(render_coverage(spec))
+    # The coverage is what the frames show: background where 0, the colour where 1.
+    frames = render_clip(spec)
+    assert np.array_equal(frames[..., 0] > 127, coverage.numpy() > 0.5)
+    target = shape_code_target(torch.stack([coverage, coverage]), ["square", "triangle"], 4, 8)
+    assert target.shape == (2, 3, 2, 4, 4)
+    square, triangle = 1, 2  # SHAPES order: circle, square, triangle
+    assert target[0, square, 0, 1, 1].item() == pytest.approx(SHAPE_CODE_AMPLITUDE)  # frame 0 covers it fully
+    assert target[0, [0, 2]].abs().max().item() == 0.0
+    assert torch.equal(target[1, triangle], target[0, square])
+    latents = torch.cat([torch.randn(2, 5, 2, 4, 4) * 0.1, target], dim=1)  # 8 channels, the code last
+    assert shape_code_channels(8) == slice(5, 8)
+    assert read_shape(latents, 8) == ["square", "triangle"]
+
+
+def test_vae_loss_adds_the_code_error_and_the_anchor_skips_the_code_channels(tmp_path):
+    import copy
+
+    from training.vae_trainer import VAETrainConfig, initial_vae, sample_batch, vae_loss
+
+    path = tmp_path / "tiny.toml"
+    path.write_text((REPO / "presets" / "tiny-random.toml").read_text().replace("norm_num_groups = 4", "norm_num_groups = 1"))
+    preset = load_preset(str(path))
+    cfg = VAETrainConfig(batch_size=2, crop_frames=5, crop_size=32, image_fraction=0.0, anchor_weight=2.0, shape_code_weight=3.0)
+    vae = initial_vae(preset.vae, "block_mean")
+    vae.set_tiling(False)
+    anchor = copy.deepcopy(vae).requires_grad_(False)
+    batch = sample_batch(cfg, 0)
+    assert batch.coverage.shape == (2, 5, 32, 32) and len(batch.shapes) == 2
+    loss, parts = vae_loss(vae, batch, cfg, torch.Generator().manual_seed(0), anchor)
+    mean, _ = vae.moments(batch.video)
+    code = shape_code_channels(preset.vae.latent_channels)
+    target = shape_code_target(batch.coverage, batch.shapes, 4, 8)
+    expected = (mean[:, code] * preset.vae.scale_factor - target).pow(2).mean().item()
+    assert parts["code"] == pytest.approx(expected, rel=1e-5) and expected > 0
+    reconstruction = cfg.mse_weight * parts["mse"] + cfg.kl_weight * parts["kl"]
+    assert loss.item() == pytest.approx(reconstruction + 3.0 * expected, rel=1e-5)
+    with torch.no_grad():
+        vae.model.quant_conv.bias[code.start] += 1.0  # a code channel moves: no drift
+    assert vae_loss(vae, batch, cfg, torch.Generator().manual_seed(0), anchor)[1]["drift"] == 0.0
+    with torch.no_grad():
+        vae.model.quant_conv.bias[0] += 1.0  # an anchored channel moves
+    assert vae_loss(vae, batch, cfg, torch.Generator().manual_seed(0), anchor)[1]["drift"] > 0.0
+
+
+def test_train_vae_refuses_bad_shape_code_settings(tmp_path):
+    from training.vae_trainer import VAETrainConfig, train_vae
+
+    vae = load_preset("demo").vae
+    cases = [
+        (VAETrainConfig(steps=1, shape_code_weight=-1.0), "shape_code_weight is -1.0; allowed: 0 \\(off\\) to 1000"),
+        (VAETrainConfig(steps=1, shape_code_weight=1.0, train="decoder"), "shape_code_weight teaches the encoder"),
+    ]
+    for cfg, message in cases:
+        with pytest.raises(UserError, match=message):
+            train_vae(vae, cfg, tmp_path / "v.safetensors", tmp_path, resume=False)
+    three = load_preset("demo").vae
+    three.latent_channels = 3
+    with pytest.raises(UserError, match="shape_code_weight needs more than 3 latent channels .* the preset has 3"):
+        train_vae(three, VAETrainConfig(steps=1, shape_code_weight=1.0), tmp_path / "v.safetensors", tmp_path, resume=False)
