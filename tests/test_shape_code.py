@@ -81,6 +81,8 @@ def test_train_vae_refuses_bad_shape_code_settings(tmp_path):
     cases = [
         (VAETrainConfig(steps=1, shape_code_weight=-1.0), "shape_code_weight is -1.0; allowed: 0 \\(off\\) to 1000"),
         (VAETrainConfig(steps=1, shape_code_weight=1.0, train="decoder"), "shape_code_weight teaches the encoder"),
+        (VAETrainConfig(steps=1, shape_code_weight=1.0, code_blur=1.5), "code_blur is 1.5; allowed: 0.0 to 1.0"),
+        (VAETrainConfig(steps=1, code_blur=0.5), "code_blur makes the decoder draw outlines from the shape code"),
     ]
     for cfg, message in cases:
         with pytest.raises(UserError, match=message):
@@ -89,3 +91,17 @@ def test_train_vae_refuses_bad_shape_code_settings(tmp_path):
     three.latent_channels = 3
     with pytest.raises(UserError, match="shape_code_weight needs more than 3 latent channels .* the preset has 3"):
         train_vae(three, VAETrainConfig(steps=1, shape_code_weight=1.0), tmp_path / "v.safetensors", tmp_path, resume=False)
+
+
+def test_code_blur_smooths_only_the_other_channels_of_the_chosen_clips():
+    from training.vae_trainer import blur_uncoded_channels
+
+    z = torch.zeros(2, 8, 1, 5, 5)
+    z[:, :, 0, 2, 2] = 9.0  # one bright cell in every channel
+    out = blur_uncoded_channels(z, 1.0, torch.Generator().manual_seed(0))
+    assert out[:, :5, 0, 2, 2].tolist() == [[1.0] * 5] * 2  # spread over its 3x3 neighbourhood
+    assert out[:, :5, 0, 1, 1].tolist() == [[1.0] * 5] * 2
+    assert torch.equal(out[:, 5:], z[:, 5:])  # the code stays sharp
+    assert torch.equal(blur_uncoded_channels(z, 0.0, torch.Generator().manual_seed(0)), z)
+    half = blur_uncoded_channels(z, 0.5, torch.Generator().manual_seed(1))  # this seed draws 0.76, 0.28
+    assert torch.equal(half[0], z[0]) and not torch.equal(half[1], z[1])

@@ -60,6 +60,7 @@ class VAETrainConfig:
     anchor_weight: float = 0.0  # > 0: keep the posterior mean near --init FILE's, so an MMDiT trained on it adapts fast
     encoder_lr_scale: float = 1.0  # encoder-side learning rate / the decoder's (woken channels amplify encoder steps)
     shape_code_weight: float = 0.0  # > 0: the last 3 latent channels learn the object's shape (training/shape_code.py)
+    code_blur: float = 0.0  # share of clips decoded with the other channels blurred, so the outline must come from the code
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
@@ -148,6 +149,8 @@ def vae_loss(vae: HunyuanVAE, batch: VAEBatch, cfg: VAETrainConfig, generator: t
     with torch.set_grad_enabled(cfg.train == "all"):
         mean, logvar = vae.moments(video)
     z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
+    if cfg.code_blur > 0:
+        z = blur_uncoded_channels(z, cfg.code_blur, generator)
     recon = vae.model.decode(z).sample
     weight = edge_weights(video, cfg.edge_weight)
     l1 = ((recon - video).abs() * weight).mean()
@@ -173,6 +176,22 @@ def vae_loss(vae: HunyuanVAE, batch: VAEBatch, cfg: VAETrainConfig, generator: t
         loss = loss + cfg.anchor_weight * drift
     parts = {"l1": l1.item(), "mse": mse.item(), "kl": kl.item(), "drift": drift.item(), "code": code_error.item()}
     return loss, parts
+
+
+def blur_uncoded_channels(z: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Blur the non-code channels of a random `share` of the clips over 3x3 latent cells.
+
+    The demo MMDiT draws blobs: round, soft-edged objects whatever the caption says. Decoding
+    such latents teaches the decoder to take the outline from the shape code, not from details
+    of the other channels that an MMDiT does not get right.
+    """
+    code = shape_code_channels(z.shape[1])
+    chosen = torch.rand(z.shape[0], generator=generator) < share
+    if not chosen.any():
+        return z
+    blurred = F.avg_pool3d(z[:, : code.start], (1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
+    mixed = torch.where(chosen[:, None, None, None, None], blurred, z[:, : code.start])
+    return torch.cat([mixed, z[:, code]], dim=1)
 
 
 def edge_weights(video: torch.Tensor, edge_weight: float) -> torch.Tensor:
@@ -292,6 +311,10 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     if cfg.shape_code_weight > 0 and vae_config.latent_channels <= len(SHAPES):
         raise UserError(f"shape_code_weight needs more than {len(SHAPES)} latent channels (the code takes the last "
                         f"{len(SHAPES)}); the preset has {vae_config.latent_channels}")
+    if not 0.0 <= cfg.code_blur <= 1.0:
+        raise UserError(f"code_blur is {cfg.code_blur}; allowed: 0.0 to 1.0")
+    if cfg.code_blur > 0 and cfg.shape_code_weight == 0:
+        raise UserError("code_blur makes the decoder draw outlines from the shape code: it needs shape_code_weight > 0")
     if cfg.shape_code_weight > 0 and cfg.train != "all":
         raise UserError("shape_code_weight teaches the encoder to write the shape: it needs train 'all'")
     if cfg.anchor_weight < 0:

@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape-code-weight", type=float, default=DEFAULTS.shape_code_weight,
                         help="weight of the loss that makes the last 3 latent channels name the object's shape "
                              f"(training/shape_code.py), 0 to 1000; 0 = off (default {DEFAULTS.shape_code_weight})")
+    parser.add_argument("--code-blur", type=float, default=DEFAULTS.code_blur,
+                        help="share of clips decoded with every channel but the shape code blurred over 3x3 latent "
+                             f"cells, 0 to 1, needs --shape-code-weight (default {DEFAULTS.code_blur})")
     parser.add_argument("--wake-channels", type=float, default=DEFAULTS.wake_channels, metavar="STD",
                         help="before training, lift latent channels of --init FILE that carry almost no signal to this "
                              "std (the reconstruction is unchanged; training can then use them); 0 = off "
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = VAETrainConfig(
         steps=args.steps, seed=args.seed, batch_size=args.batch_size, crop_frames=args.crop_frames,
         crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, edge_weight=args.edge_weight,
-        anchor_weight=args.anchor_weight, encoder_lr_scale=args.encoder_lr_scale, shape_code_weight=args.shape_code_weight,
+        anchor_weight=args.anchor_weight, encoder_lr_scale=args.encoder_lr_scale, shape_code_weight=args.shape_code_weight, code_blur=args.code_blur,
         wake_channels=args.wake_channels, keep_scale=args.keep_scale, init=args.init, train=args.train,
         block_mean_logvar=args.block_mean_logvar,
         image_fraction=args.image_fraction, checkpoint_every=args.checkpoint_every,
