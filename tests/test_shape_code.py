@@ -1,5 +1,6 @@
 """Shape codes: the latent channels the demo VAE trainer can make name the object's shape."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,19 @@ def test_code_blur_smooths_only_the_other_channels_of_the_chosen_clips():
     assert torch.equal(blur_uncoded_channels(z, 0.0, torch.Generator().manual_seed(0)), z)
     half = blur_uncoded_channels(z, 0.5, torch.Generator().manual_seed(1))  # this seed draws 0.76, 0.28
     assert torch.equal(half[0], z[0]) and not torch.equal(half[1], z[1])
+
+
+def test_train_vae_with_a_shape_code_reports_how_often_the_code_reads_right(tmp_path):
+    from training.cli import main
+
+    path = tmp_path / "tiny.toml"
+    path.write_text((REPO / "presets" / "tiny-random.toml").read_text().replace("norm_num_groups = 4", "norm_num_groups = 1"))
+    argv = ["train-vae", "--preset", str(path), "--out", str(tmp_path / "vae.safetensors"), "--work-dir", str(tmp_path / "run"),
+            "--steps", "2", "--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "3",
+            "--eval-frames", "1", "--shape-code-weight", "1", "--code-blur", "0.5", "--no-update-preset"]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    read = summary["shape_code_read_right"]
+    assert set(read) == {"train_combos", "held_out_combos"}
+    assert all(value in (0.0, 1 / 3, 2 / 3, 1.0) for value in read.values())  # 3 clips each
+    assert summary["config"]["shape_code_weight"] == 1.0 and summary["config"]["code_blur"] == 0.5

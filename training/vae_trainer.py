@@ -27,8 +27,8 @@ from opensora.io.outputs import save_safetensors_atomic
 from opensora.models.hunyuan_vae import HunyuanVAE, VAEConfig
 from training.checkpointing import CheckpointData, CheckpointSaver, latest_checkpoint, read_checkpoint, remove_incomplete
 from training.vae_init import init_block_mean_vae, standardize_latent_channels, wake_latent_channels
-from training.shape_code import shape_code_channels, shape_code_target
-from training.shapes_world import DEFAULT_NUM_FRAMES, SHAPES, render_clip, render_coverage, sample_spec
+from training.shape_code import read_shape, shape_code_channels, shape_code_target
+from training.shapes_world import DEFAULT_NUM_FRAMES, SHAPES, ClipSpec, render_clip, render_coverage, sample_spec
 
 log = logging.getLogger(__name__)
 WAKE_CLIPS_SEED = 77  # the clips whose latent statistics wake and then standardise channels
@@ -104,11 +104,15 @@ def sample_batch(cfg: VAETrainConfig, step: int) -> VAEBatch:
     return VAEBatch(torch.stack(crops), torch.stack(coverages), shapes)
 
 
-def eval_clips(num: int, seed: int, held_out: bool, num_frames: int = DEFAULT_NUM_FRAMES) -> torch.Tensor:
-    """(N,3,T,128,128) full demo-size clips, fixed by `seed`."""
+def eval_specs(num: int, seed: int, held_out: bool, num_frames: int = DEFAULT_NUM_FRAMES) -> list[ClipSpec]:
+    """Full demo-size (128x128) clips, fixed by `seed`."""
     rng = np.random.default_rng(seed)
-    specs = [sample_spec(rng, held_out=held_out, num_frames=num_frames, aspect_ratio="1:1") for _ in range(num)]
-    return torch.stack([to_tensor(render_clip(spec)) for spec in specs])
+    return [sample_spec(rng, held_out=held_out, num_frames=num_frames, aspect_ratio="1:1") for _ in range(num)]
+
+
+def eval_clips(num: int, seed: int, held_out: bool, num_frames: int = DEFAULT_NUM_FRAMES) -> torch.Tensor:
+    """(N,3,T,128,128) the clips of `eval_specs`."""
+    return torch.stack([to_tensor(render_clip(spec)) for spec in eval_specs(num, seed, held_out, num_frames)])
 
 
 # --------------------------------------------------------------------------- model
@@ -189,8 +193,13 @@ def blur_uncoded_channels(z: torch.Tensor, share: float, generator: torch.Genera
     chosen = torch.rand(z.shape[0], generator=generator) < share
     if not chosen.any():
         return z
-    blurred = F.avg_pool3d(z[:, : code.start], (1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
-    mixed = torch.where(chosen[:, None, None, None, None], blurred, z[:, : code.start])
+    other = z[:, : code.start]
+    height, width = other.shape[-2:]
+    padded, inside = F.pad(other, (1, 1, 1, 1)), F.pad(torch.ones_like(other[:, :1]), (1, 1, 1, 1))
+    windows = [(slice(dy, dy + height), slice(dx, dx + width)) for dy in range(3) for dx in range(3)]
+    # The mean over the 3x3 cells that lie inside the latent (avg_pool refuses latents under 3 cells).
+    blurred = sum(padded[..., ys, xs] for ys, xs in windows) / sum(inside[..., ys, xs] for ys, xs in windows)
+    mixed = torch.where(chosen[:, None, None, None, None], blurred, other)
     return torch.cat([mixed, z[:, code]], dim=1)
 
 
@@ -269,6 +278,17 @@ def evaluate(vae: HunyuanVAE, clips: torch.Tensor) -> dict[str, float]:
         "latent_mean": z.mean().item(),
         "latent_std": z.std().item(),
     }
+
+
+@torch.no_grad()
+def shape_code_accuracy(vae: HunyuanVAE, specs: list[ClipSpec]) -> float:
+    """Share of the clips whose encoded shape code (`read_shape`) names the rendered shape."""
+    vae.eval()
+    right = 0
+    for spec in specs:
+        mean, _ = vae.moments(to_tensor(render_clip(spec))[None])
+        right += read_shape(mean * vae.config.scale_factor, vae.config.latent_channels)[0] == spec.shape
+    return right / len(specs)
 
 
 def write_scale_factor(toml_path: Path, scale: float) -> None:
@@ -400,6 +420,11 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     summary = {"steps": cfg.steps, "resumed_from": start, "train_seconds_this_run": round(train_seconds, 1),
                "scale_factor": scale, "eval_train_combos": seen, "eval_held_out_combos": held,
                "config": asdict(cfg), "out": str(out_path)}
+    if cfg.shape_code_weight > 0:
+        summary["shape_code_read_right"] = {
+            "train_combos": shape_code_accuracy(vae, eval_specs(cfg.eval_clips, cfg.seed + 10_000, False, cfg.eval_frames)),
+            "held_out_combos": shape_code_accuracy(vae, eval_specs(cfg.eval_clips, cfg.seed + 20_000, True, cfg.eval_frames)),
+        }
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary

@@ -89,5 +89,6 @@ def run(args: argparse.Namespace) -> int:
     summary = train_vae(preset.vae, cfg, Path(args.out), Path(args.work_dir), resume=args.resume == "auto")
     if not args.no_update_preset:
         write_scale_factor(preset.path, summary["scale_factor"])
-    print(json.dumps({k: summary[k] for k in ("scale_factor", "eval_train_combos", "eval_held_out_combos")}, indent=1))
+    shown = ("scale_factor", "eval_train_combos", "eval_held_out_combos", "shape_code_read_right")
+    print(json.dumps({k: summary[k] for k in shown if k in summary}, indent=1))
     return 0
