@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = VAETrainConfig(
         steps=args.steps, seed=args.seed, batch_size=args.batch_size, crop_frames=args.crop_frames,
         crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, edge_weight=args.edge_weight,
-        anchor_weight=args.anchor_weight, encoder_lr_scale=args.encoder_lr_scale, shape_code_weight=args.shape_code_weight, code_blur=args.code_blur,
+        anchor_weight=args.anchor_weight, encoder_lr_scale=args.encoder_lr_scale,
+        shape_code_weight=args.shape_code_weight, code_blur=args.code_blur,
         wake_channels=args.wake_channels, keep_scale=args.keep_scale, init=args.init, train=args.train,
         block_mean_logvar=args.block_mean_logvar,
         image_fraction=args.image_fraction, checkpoint_every=args.checkpoint_every,
