@@ -328,13 +328,12 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
         raise UserError(f"encoder_lr_scale is {cfg.encoder_lr_scale}; allowed: above 0 up to 1.0")
     if not 0.0 <= cfg.shape_code_weight <= 1000.0:
         raise UserError(f"shape_code_weight is {cfg.shape_code_weight}; allowed: 0 (off) to 1000")
-    if cfg.shape_code_weight > 0 and vae_config.latent_channels <= len(SHAPES):
-        raise UserError(f"shape_code_weight needs more than {len(SHAPES)} latent channels (the code takes the last "
-                        f"{len(SHAPES)}); the preset has {vae_config.latent_channels}")
     if not 0.0 <= cfg.code_blur <= 1.0:
         raise UserError(f"code_blur is {cfg.code_blur}; allowed: 0.0 to 1.0")
-    if cfg.code_blur > 0 and cfg.shape_code_weight == 0:
-        raise UserError("code_blur makes the decoder draw outlines from the shape code: it needs shape_code_weight > 0")
+    # code_blur alone suits a decoder-only run on a VAE whose encoder already writes the code.
+    if (cfg.shape_code_weight > 0 or cfg.code_blur > 0) and vae_config.latent_channels <= len(SHAPES):
+        raise UserError(f"the shape code needs more than {len(SHAPES)} latent channels (it takes the last "
+                        f"{len(SHAPES)}); the preset has {vae_config.latent_channels}")
     if cfg.shape_code_weight > 0 and cfg.train != "all":
         raise UserError("shape_code_weight teaches the encoder to write the shape: it needs train 'all'")
     if cfg.anchor_weight < 0:

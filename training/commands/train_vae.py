@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(training/shape_code.py), 0 to 1000; 0 = off (default {DEFAULTS.shape_code_weight})")
     parser.add_argument("--code-blur", type=float, default=DEFAULTS.code_blur,
                         help="share of clips decoded with every channel but the shape code blurred over 3x3 latent "
-                             f"cells, 0 to 1, needs --shape-code-weight (default {DEFAULTS.code_blur})")
+                             "cells, 0 to 1: the decoder learns to draw outlines from the code (with --train decoder, "
+                             f"of a VAE trained with --shape-code-weight) (default {DEFAULTS.code_blur})")
     parser.add_argument("--wake-channels", type=float, default=DEFAULTS.wake_channels, metavar="STD",
                         help="before training, lift latent channels of --init FILE that carry almost no signal to this "
                              "std (the reconstruction is unchanged; training can then use them); 0 = off "
