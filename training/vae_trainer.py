@@ -194,11 +194,9 @@ def blur_uncoded_channels(z: torch.Tensor, share: float, generator: torch.Genera
     if not chosen.any():
         return z
     other = z[:, : code.start]
-    height, width = other.shape[-2:]
-    padded, inside = F.pad(other, (1, 1, 1, 1)), F.pad(torch.ones_like(other[:, :1]), (1, 1, 1, 1))
-    windows = [(slice(dy, dy + height), slice(dx, dx + width)) for dy in range(3) for dx in range(3)]
-    # The mean over the 3x3 cells that lie inside the latent (avg_pool refuses latents under 3 cells).
-    blurred = sum(padded[..., ys, xs] for ys, xs in windows) / sum(inside[..., ys, xs] for ys, xs in windows)
+    # Frame by frame, the mean over the 3x3 cells that lie inside the latent (avg_pool3d refuses
+    # latents under 3 cells wide; avg_pool2d pads first).
+    blurred = F.avg_pool2d(other.flatten(1, 2), 3, stride=1, padding=1, count_include_pad=False).view_as(other)
     mixed = torch.where(chosen[:, None, None, None, None], blurred, other)
     return torch.cat([mixed, z[:, code]], dim=1)
 
