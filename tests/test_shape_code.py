@@ -122,3 +122,24 @@ def test_train_vae_with_a_shape_code_reports_how_often_the_code_reads_right(tmp_
     assert set(read) == {"train_combos", "held_out_combos"}
     assert all(value in (0.0, 1 / 3, 2 / 3, 1.0) for value in read.values())  # 3 clips each
     assert summary["config"]["shape_code_weight"] == 1.0 and summary["config"]["code_blur"] == 0.5
+
+
+def test_code_blur_trains_only_the_decoder_of_a_fixed_encoder(tmp_path):
+    from safetensors.torch import load_file
+
+    from training.cli import main
+
+    path = tmp_path / "tiny.toml"
+    path.write_text((REPO / "presets" / "tiny-random.toml").read_text().replace("norm_num_groups = 4", "norm_num_groups = 1"))
+    small = ["--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1", "--eval-frames", "1",
+             "--no-update-preset"]
+    first = tmp_path / "vae.safetensors"
+    assert main(["train-vae", "--preset", str(path), "--out", str(first), "--work-dir", str(tmp_path / "a"),
+                 "--steps", "1", "--shape-code-weight", "1", *small]) == 0
+    tuned = tmp_path / "decoder.safetensors"
+    assert main(["train-vae", "--preset", str(path), "--out", str(tuned), "--work-dir", str(tmp_path / "b"),
+                 "--steps", "2", "--init", str(first), "--train", "decoder", "--code-blur", "1.0", *small]) == 0
+    before, after = load_file(str(first)), load_file(str(tuned))
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
