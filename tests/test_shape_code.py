@@ -83,6 +83,8 @@ def test_train_vae_refuses_bad_shape_code_settings(tmp_path):
         (VAETrainConfig(steps=1, shape_code_weight=-1.0), "shape_code_weight is -1.0; allowed: 0 \\(off\\) to 1000"),
         (VAETrainConfig(steps=1, shape_code_weight=1.0, train="decoder"), "shape_code_weight teaches the encoder"),
         (VAETrainConfig(steps=1, shape_code_weight=1.0, code_blur=1.5), "code_blur is 1.5; allowed: 0.0 to 1.0"),
+        (VAETrainConfig(steps=1, code_blur_cells=4), "code_blur_cells is 4; allowed: an odd number from 1 to 15"),
+        (VAETrainConfig(steps=1, code_blur_noise=-0.5), "code_blur_noise is -0.5; allowed: 0.0 to 10.0"),
     ]
     for cfg, message in cases:
         with pytest.raises(UserError, match=message):
@@ -106,6 +108,41 @@ def test_code_blur_smooths_only_the_other_channels_of_the_chosen_clips():
     assert torch.equal(blur_uncoded_channels(z, 0.0, torch.Generator().manual_seed(0)), z)
     half = blur_uncoded_channels(z, 0.5, torch.Generator().manual_seed(1))  # this seed draws 0.76, 0.28
     assert torch.equal(half[0], z[0]) and not torch.equal(half[1], z[1])
+
+
+def test_code_blur_window_and_noise_reach_only_the_other_channels_of_the_chosen_clips():
+    from training.vae_trainer import blur_uncoded_channels
+
+    z = torch.zeros(2, 8, 1, 9, 9)
+    z[:, :, 0, 4, 4] = 25.0
+    wide = blur_uncoded_channels(z, 1.0, torch.Generator().manual_seed(0), cells=5)
+    assert wide[0, 0, 0, 2:7, 2:7].eq(1.0).all() and wide[0, 0, 0, 1].eq(0.0).all()  # 25 over 5x5 cells
+    noisy = blur_uncoded_channels(z, 1.0, torch.Generator().manual_seed(0), cells=5, noise_std=0.5)
+    noise = noisy - wide
+    assert 0.4 < noise[:, :5].std().item() < 0.6
+    assert torch.equal(noisy[:, 5:], z[:, 5:])
+    assert torch.equal(blur_uncoded_channels(z, 1.0, torch.Generator().manual_seed(0), cells=1), z)
+
+
+def test_data_workers_render_the_same_batches_as_the_loop():
+    from training.vae_trainer import VAETrainConfig, batches_from, sample_batch
+
+    cfg = VAETrainConfig(steps=4, batch_size=2, crop_frames=5, crop_size=16, image_fraction=0.5, seed=3, data_workers=2)
+    batches = list(batches_from(cfg, start=1))
+    assert len(batches) == 3
+    for step, batch in zip(range(1, 4), batches):
+        expected = sample_batch(cfg, step)
+        assert torch.equal(batch.video, expected.video) and torch.equal(batch.coverage, expected.coverage)
+        assert batch.shapes == expected.shapes
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when there is no GPU")
+def test_train_vae_on_cuda_without_a_gpu_says_so(tmp_path):
+    from training.vae_trainer import VAETrainConfig, train_vae
+
+    with pytest.raises(UserError, match="device is 'cuda' but torch sees no GPU; use 'cpu' or 'auto'"):
+        train_vae(load_preset("demo").vae, VAETrainConfig(steps=1, device="cuda"), tmp_path / "v.safetensors",
+                  tmp_path, resume=False)
 
 
 def test_train_vae_with_a_shape_code_reports_how_often_the_code_reads_right(tmp_path):

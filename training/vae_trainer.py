@@ -61,12 +61,16 @@ class VAETrainConfig:
     encoder_lr_scale: float = 1.0  # encoder-side learning rate / the decoder's (woken channels amplify encoder steps)
     shape_code_weight: float = 0.0  # > 0: the last 3 latent channels learn the object's shape (training/shape_code.py)
     code_blur: float = 0.0  # share of clips decoded with the other channels blurred, so the outline must come from the code
+    code_blur_cells: int = 3  # side of that blur's window in latent cells (odd)
+    code_blur_noise: float = 0.0  # std of noise added to the blurred channels, in the MMDiT's units (its rough samples)
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
     eval_clips: int = 8  # full 128x128 clips for PSNR and the latent std
     eval_frames: int = DEFAULT_NUM_FRAMES
     threads: int = 2
+    device: str = "auto"  # cpu, cuda, or auto: cuda when there is one
+    data_workers: int = 0  # processes rendering batches ahead of the step (0: the training loop renders them)
 
 
 # --------------------------------------------------------------------------- data
@@ -82,6 +86,32 @@ class VAEBatch:
     video: torch.Tensor  # (B, 3, T, S, S) in [-1, 1]
     coverage: torch.Tensor  # (B, T, S, S): the share of each pixel the object covers
     shapes: list[str]
+
+    def to(self, device: torch.device) -> "VAEBatch":
+        return VAEBatch(self.video.to(device), self.coverage.to(device), self.shapes)
+
+
+class RenderedBatches(torch.utils.data.Dataset):
+    """Step index -> `sample_batch`, so DataLoader workers can render the next steps' clips
+    while the GPU trains; the batches are the same as without workers."""
+
+    def __init__(self, cfg: VAETrainConfig):
+        self.cfg = cfg
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int) -> VAEBatch:
+        return sample_batch(self.cfg, step)
+
+
+def batches_from(cfg: VAETrainConfig, start: int):
+    """The batches of steps start .. cfg.steps - 1, in order."""
+    workers = cfg.data_workers
+    loader = torch.utils.data.DataLoader(
+        RenderedBatches(cfg), batch_size=None, sampler=range(start, cfg.steps), num_workers=workers,
+        prefetch_factor=4 if workers else None, persistent_workers=False)
+    return iter(loader)
 
 
 def sample_batch(cfg: VAETrainConfig, step: int) -> VAEBatch:
@@ -118,6 +148,20 @@ def eval_clips(num: int, seed: int, held_out: bool, num_frames: int = DEFAULT_NU
 # --------------------------------------------------------------------------- model
 
 
+def vae_device(vae: HunyuanVAE) -> torch.device:
+    return next(vae.model.parameters()).device
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in ("auto", "cpu", "cuda"):
+        raise UserError(f"device is {name!r}; allowed: 'auto', 'cpu', 'cuda'")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device is 'cuda' but torch sees no GPU; use 'cpu' or 'auto'")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def initial_vae(vae_config: VAEConfig, init: str, block_mean_logvar: float = -6.0) -> HunyuanVAE:
     """The VAE before the first step: block-mean, random, or loaded from a .safetensors file."""
     vae = HunyuanVAE(vae_config)
@@ -152,9 +196,11 @@ def vae_loss(vae: HunyuanVAE, batch: VAEBatch, cfg: VAETrainConfig, generator: t
     video = batch.video
     with torch.set_grad_enabled(cfg.train == "all"):
         mean, logvar = vae.moments(video)
-    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
+    # Noise from the CPU generator on every device: a run's batches and noise do not depend on it.
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator).to(mean.device)
     if cfg.code_blur > 0:
-        z = blur_uncoded_channels(z, cfg.code_blur, generator)
+        noise_std = cfg.code_blur_noise / vae.config.scale_factor
+        z = blur_uncoded_channels(z, cfg.code_blur, generator, cfg.code_blur_cells, noise_std)
     recon = vae.model.decode(z).sample
     weight = edge_weights(video, cfg.edge_weight)
     l1 = ((recon - video).abs() * weight).mean()
@@ -163,7 +209,7 @@ def vae_loss(vae: HunyuanVAE, batch: VAEBatch, cfg: VAETrainConfig, generator: t
     loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
     # Both in the MMDiT's units (latents times scale_factor, unit variance): 0.01 = 1% of their variance.
     scaled = mean * vae.config.scale_factor
-    code_error = torch.zeros(())
+    code_error = torch.zeros((), device=loss.device)
     anchored = slice(None)
     if cfg.shape_code_weight > 0:
         config = vae.config
@@ -172,7 +218,7 @@ def vae_loss(vae: HunyuanVAE, batch: VAEBatch, cfg: VAETrainConfig, generator: t
         code_error = (scaled[:, code] - target).pow(2).mean()
         loss = loss + cfg.shape_code_weight * code_error
         anchored = slice(0, code.start)  # the code channels are meant to move away from the old latents
-    drift = torch.zeros(())
+    drift = torch.zeros((), device=loss.device)
     if anchor is not None:
         with torch.no_grad():
             anchor_mean, _ = anchor.moments(video)
@@ -182,8 +228,10 @@ def vae_loss(vae: HunyuanVAE, batch: VAEBatch, cfg: VAETrainConfig, generator: t
     return loss, parts
 
 
-def blur_uncoded_channels(z: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
-    """Blur the non-code channels of a random `share` of the clips over 3x3 latent cells.
+def blur_uncoded_channels(z: torch.Tensor, share: float, generator: torch.Generator, cells: int = 3,
+                          noise_std: float = 0.0) -> torch.Tensor:
+    """Blur the non-code channels of a random `share` of the clips over `cells` x `cells` latent
+    cells, and add noise of `noise_std` (in z's units) to them.
 
     The demo MMDiT draws blobs: round, soft-edged objects whatever the caption says. Decoding
     such latents teaches the decoder to take the outline from the shape code, not from details
@@ -193,10 +241,14 @@ def blur_uncoded_channels(z: torch.Tensor, share: float, generator: torch.Genera
     chosen = torch.rand(z.shape[0], generator=generator) < share
     if not chosen.any():
         return z
+    chosen = chosen.to(z.device)
     other = z[:, : code.start]
-    # Frame by frame, the mean over the 3x3 cells that lie inside the latent (avg_pool3d refuses
-    # latents under 3 cells wide; avg_pool2d pads first).
-    blurred = F.avg_pool2d(other.flatten(1, 2), 3, stride=1, padding=1, count_include_pad=False).view_as(other)
+    # Frame by frame, the mean over the cells of the window that lie inside the latent
+    # (avg_pool3d refuses latents narrower than the window; avg_pool2d pads first).
+    blurred = F.avg_pool2d(other.flatten(1, 2), cells, stride=1, padding=cells // 2,
+                           count_include_pad=False).view_as(other)
+    if noise_std > 0:
+        blurred = blurred + noise_std * torch.randn(blurred.shape, generator=generator).to(z.device)
     mixed = torch.where(chosen[:, None, None, None, None], blurred, other)
     return torch.cat([mixed, z[:, code]], dim=1)
 
@@ -208,7 +260,7 @@ def edge_weights(video: torch.Tensor, edge_weight: float) -> torch.Tensor:
     triangle tips for almost no loss; this makes the outline count.
     """
     if edge_weight == 0:
-        return torch.ones((), dtype=video.dtype)
+        return torch.ones((), dtype=video.dtype, device=video.device)
     frames = video.transpose(1, 2).flatten(0, 1)  # (B*T, 3, H, W)
     dy = (frames[:, :, 1:] - frames[:, :, :-1]).abs().amax(dim=1, keepdim=True)
     dx = (frames[:, :, :, 1:] - frames[:, :, :, :-1]).abs().amax(dim=1, keepdim=True)
@@ -263,6 +315,7 @@ def evaluate(vae: HunyuanVAE, clips: torch.Tensor) -> dict[str, float]:
     vae.eval()
     first, full, latents = [], [], []
     for clip in clips:
+        clip = clip.to(vae_device(vae))
         mean, _ = vae.moments(clip[None])
         recon = vae.model.decode(mean).sample
         first.append(psnr(recon[:, :, 0], clip[None, :, 0]))
@@ -284,7 +337,7 @@ def shape_code_accuracy(vae: HunyuanVAE, specs: list[ClipSpec]) -> float:
     vae.eval()
     right = 0
     for spec in specs:
-        mean, _ = vae.moments(to_tensor(render_clip(spec))[None])
+        mean, _ = vae.moments(to_tensor(render_clip(spec))[None].to(vae_device(vae)))
         right += read_shape(mean * vae.config.scale_factor, vae.config.latent_channels)[0] == spec.shape
     return right / len(specs)
 
@@ -328,6 +381,13 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
         raise UserError(f"shape_code_weight is {cfg.shape_code_weight}; allowed: 0 (off) to 1000")
     if not 0.0 <= cfg.code_blur <= 1.0:
         raise UserError(f"code_blur is {cfg.code_blur}; allowed: 0.0 to 1.0")
+    if cfg.code_blur_cells not in range(1, 16, 2):
+        raise UserError(f"code_blur_cells is {cfg.code_blur_cells}; allowed: an odd number from 1 to 15")
+    if not 0.0 <= cfg.code_blur_noise <= 10.0:
+        raise UserError(f"code_blur_noise is {cfg.code_blur_noise}; allowed: 0.0 to 10.0")
+    if not 0 <= cfg.data_workers <= 64:
+        raise UserError(f"data_workers is {cfg.data_workers}; allowed: 0 to 64")
+    device = resolve_device(cfg.device)
     # code_blur alone suits a decoder-only run on a VAE whose encoder already writes the code.
     if (cfg.shape_code_weight > 0 or cfg.code_blur > 0) and vae_config.latent_channels <= len(SHAPES):
         raise UserError(f"the shape code needs more than {len(SHAPES)} latent channels (it takes the last "
@@ -343,12 +403,13 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     vae = initial_vae(vae_config, cfg.init, cfg.block_mean_logvar)
     if cfg.train == "decoder" and cfg.init == "random":
         raise UserError("train 'decoder' keeps the encoder as it starts: init must be 'block_mean' or a VAE .safetensors file")
+    vae.model.to(device)
     vae.set_tiling(False)  # crops and 128px eval clips fit whole; tiling only costs time here
     woken = {}
     if cfg.wake_channels > 0:
         if cfg.train != "all" or not cfg.init.endswith(".safetensors"):
             raise UserError("wake_channels rescales the latents of trained weights: it needs init FILE and train 'all'")
-        woken = wake_latent_channels(vae, eval_clips(4, WAKE_CLIPS_SEED, held_out=False), cfg.wake_channels)
+        woken = wake_latent_channels(vae, eval_clips(4, WAKE_CLIPS_SEED, held_out=False).to(device), cfg.wake_channels)
         log.info("woke latent channels %s", {c: round(f, 1) for c, f in woken.items()})
     anchor = None
     if cfg.anchor_weight > 0:  # a frozen copy of the starting weights: its latents are the anchor
@@ -370,17 +431,18 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     saver = CheckpointSaver(ckpt_root, keep_last=2, async_save=False)
 
     def checkpoint(step: int) -> None:
-        state = {k: v.detach().clone() for k, v in vae.model.state_dict().items()}
+        state = {k: v.detach().cpu().clone() for k, v in vae.model.state_dict().items()}
         saver.save(CheckpointData(step=step, tensors={"model": state, "optimizer": optimizer_tensors(optimizer)},
                                   json={"config": asdict(cfg)}))
 
     vae.train()
     started = time.perf_counter()
+    batches = batches_from(cfg, start)
     for step in range(start, cfg.steps):
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        batch = sample_batch(cfg, step)
+        batch = next(batches).to(device)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         loss, parts = vae_loss(vae, batch, cfg, generator, anchor)
         optimizer.zero_grad(set_to_none=True)
@@ -399,7 +461,7 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     if cfg.steps > start:
         checkpoint(cfg.steps)
     if woken:  # after the checkpoint, so that resuming a finished run standardises the same weights
-        clips = torch.cat([eval_clips(4, WAKE_CLIPS_SEED, held_out=False), eval_clips(4, WAKE_CLIPS_SEED + 1, held_out=True)])
+        clips = torch.cat([eval_clips(4, WAKE_CLIPS_SEED, held_out=False), eval_clips(4, WAKE_CLIPS_SEED + 1, held_out=True)]).to(device)
         moved = standardize_latent_channels(vae, clips, sorted(woken))
         log.info("standardised latent channels %s", {c: (round(s, 2), round(f, 3)) for c, (s, f) in moved.items()})
 
@@ -413,7 +475,7 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     metadata = {"format": "pt", "scale_factor": f"{scale:.6f}", "shift_factor": "0.0",
                 "trained_steps": str(cfg.steps), "psnr_frame0": f"{seen['psnr_frame0']:.2f}",
                 "psnr_all": f"{seen['psnr_all']:.2f}"}
-    save_safetensors_atomic(vae.model.state_dict(), out_path, metadata)
+    save_safetensors_atomic({k: v.cpu() for k, v in vae.model.state_dict().items()}, out_path, metadata)
     summary = {"steps": cfg.steps, "resumed_from": start, "train_seconds_this_run": round(train_seconds, 1),
                "scale_factor": scale, "eval_train_combos": seen, "eval_held_out_combos": held,
                "config": asdict(cfg), "out": str(out_path)}

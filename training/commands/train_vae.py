@@ -54,9 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the loss that makes the last 3 latent channels name the object's shape "
                              f"(training/shape_code.py), 0 to 1000; 0 = off (default {DEFAULTS.shape_code_weight})")
     parser.add_argument("--code-blur", type=float, default=DEFAULTS.code_blur,
-                        help="share of clips decoded with every channel but the shape code blurred over 3x3 latent "
-                             "cells, 0 to 1: the decoder learns to draw outlines from the code (with --train decoder, "
+                        help="share of clips decoded with every channel but the shape code blurred over "
+                             "--code-blur-cells latent cells, 0 to 1: the decoder learns to draw outlines from the code (with --train decoder, "
                              f"of a VAE trained with --shape-code-weight) (default {DEFAULTS.code_blur})")
+    parser.add_argument("--code-blur-cells", type=int, default=DEFAULTS.code_blur_cells, metavar="N",
+                        help="side of --code-blur's window in latent cells, odd, 1 to 15 (default "
+                             f"{DEFAULTS.code_blur_cells})")
+    parser.add_argument("--code-blur-noise", type=float, default=DEFAULTS.code_blur_noise, metavar="STD",
+                        help="std of noise added to the blurred channels, in the MMDiT's units, 0 to 10: rough like "
+                             f"an MMDiT's samples (default {DEFAULTS.code_blur_noise})")
     parser.add_argument("--wake-channels", type=float, default=DEFAULTS.wake_channels, metavar="STD",
                         help="before training, lift latent channels of --init FILE that carry almost no signal to this "
                              "std (the reconstruction is unchanged; training can then use them); 0 = off "
@@ -73,6 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-frames", type=int, default=DEFAULTS.eval_frames,
                         help=f"frames per eval clip (default {DEFAULTS.eval_frames}, the demo clip length)")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads, help=f"torch CPU threads (default {DEFAULTS.threads})")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=DEFAULTS.device,
+                        help=f"where to train: auto = cuda when torch sees a GPU (default {DEFAULTS.device})")
+    parser.add_argument("--data-workers", type=int, default=DEFAULTS.data_workers, metavar="N",
+                        help="processes rendering the next batches while a step trains, 0 to 64; the batches stay the "
+                             f"same (default {DEFAULTS.data_workers})")
     parser.add_argument("--no-update-preset", action="store_true", help="do not write scale_factor into the preset TOML")
 
 
@@ -83,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         crop_size=args.crop_size, lr=args.lr, l1_weight=args.l1_weight, edge_weight=args.edge_weight,
         anchor_weight=args.anchor_weight, encoder_lr_scale=args.encoder_lr_scale,
         shape_code_weight=args.shape_code_weight, code_blur=args.code_blur,
+        code_blur_cells=args.code_blur_cells, code_blur_noise=args.code_blur_noise,
+        device=args.device, data_workers=args.data_workers,
         wake_channels=args.wake_channels, keep_scale=args.keep_scale, init=args.init, train=args.train,
         block_mean_logvar=args.block_mean_logvar,
         image_fraction=args.image_fraction, checkpoint_every=args.checkpoint_every,
