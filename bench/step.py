@@ -66,6 +66,7 @@ def slice_step(repeats: int, device: str, dtype: torch.dtype) -> dict:
     latent_t, latent_h, latent_w = preset.vae.latent_frames(33), height // 8, width // 8
     tokens = latent_t * (latent_h // 2) * (latent_w // 2)
     batch = 3  # cond, uncond, uncond without image: one model call per sampling step
+
     def inputs(*shape):
         return torch.randn(*shape).to(device, dtype)
 

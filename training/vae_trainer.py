@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ class RenderedBatches(torch.utils.data.Dataset):
         return sample_batch(self.cfg, step)
 
 
-def batches_from(cfg: VAETrainConfig, start: int):
+def batches_from(cfg: VAETrainConfig, start: int) -> Iterator[VAEBatch]:
     """The batches of steps start .. cfg.steps - 1, in order."""
     workers = cfg.data_workers
     loader = torch.utils.data.DataLoader(
