@@ -55,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(training/shape_code.py), 0 to 1000; 0 = off (default {DEFAULTS.shape_code_weight})")
     parser.add_argument("--code-blur", type=float, default=DEFAULTS.code_blur,
                         help="share of clips decoded with every channel but the shape code blurred over "
-                             "--code-blur-cells latent cells, 0 to 1: the decoder learns to draw outlines from the code (with --train decoder, "
-                             f"of a VAE trained with --shape-code-weight) (default {DEFAULTS.code_blur})")
+                             "--code-blur-cells latent cells, 0 to 1: the decoder learns to draw outlines from the "
+                             "code (with --train decoder, of a VAE trained with --shape-code-weight) "
+                             f"(default {DEFAULTS.code_blur})")
     parser.add_argument("--code-blur-cells", type=int, default=DEFAULTS.code_blur_cells, metavar="N",
                         help="side of --code-blur's window in latent cells, odd, 1 to 15 (default "
                              f"{DEFAULTS.code_blur_cells})")
