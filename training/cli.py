@@ -6,10 +6,13 @@ Adding a command: import its module below and add one line to COMMANDS.
 from __future__ import annotations
 
 from opensora import subcommands
-from training.commands import finetune, grow_mmdit, render_shapes, repatch_mmdit, train_text_encoders, train_vae
+from training.commands import (
+    finetune, generate_latents, grow_mmdit, render_shapes, repatch_mmdit, train_text_encoders, train_vae,
+)
 
 COMMANDS = {
     "render-shapes": (render_shapes, "render the procedural shapes-world dataset (mp4 + png + data.csv)"),
+    "generate-latents": (generate_latents, "the MMDiT's own latents of rendered clips, for decoder training (demo model)"),
     "train-vae": (train_vae, "train a preset's VAE on rendered shapes-world clips (demo model; resumable)"),
     "train-text-encoders": (train_text_encoders, "fit a word-level tokenizer and train tiny T5 + CLIP text encoders on shapes-world captions (demo model)"),
     "grow-mmdit": (grow_mmdit, "deepen a trained MMDiT by single blocks that start as the identity (demo model)"),

@@ -71,6 +71,9 @@ class VAETrainConfig:
     eval_frames: int = DEFAULT_NUM_FRAMES
     threads: int = 2
     device: str = "auto"  # cpu, cuda, or auto: cuda when there is one
+    # a file of `python -m training generate-latents`: every other step decodes the MMDiT's own
+    # latents of rendered clips (training/generated_latents.py) instead of the encoder's
+    generated_latents: str = ""
     data_workers: int = 0  # processes rendering batches ahead of the step (0: the training loop renders them)
 
 
@@ -92,27 +95,58 @@ class VAEBatch:
         return VAEBatch(self.video.to(device), self.coverage.to(device), self.shapes)
 
 
-class RenderedBatches(torch.utils.data.Dataset):
-    """Step index -> `sample_batch`, so DataLoader workers can render the next steps' clips
-    while the GPU trains; the batches are the same as without workers."""
+@dataclass
+class PairBatch:
+    latent: torch.Tensor  # (B, C, t, h, w) crops of generated latents, unscaled
+    video: torch.Tensor  # (B, 3, T, S, S) the rendered clips' matching pixel crops
 
-    def __init__(self, cfg: VAETrainConfig):
-        self.cfg = cfg
+    def to(self, device: torch.device) -> "PairBatch":
+        return PairBatch(self.latent.to(device), self.video.to(device))
+
+
+class RenderedBatches(torch.utils.data.Dataset):
+    """Step index -> its batch, so DataLoader workers can render the next steps' clips while the
+    GPU trains; the batches are the same as without workers. With generated latents, even steps
+    are `PairBatch`es."""
+
+    def __init__(self, cfg: VAETrainConfig, vae_config: VAEConfig | None = None, pairs: list | None = None):
+        self.cfg, self.vae_config, self.pairs = cfg, vae_config, pairs
 
     def __len__(self) -> int:
         return self.cfg.steps
 
-    def __getitem__(self, step: int) -> VAEBatch:
+    def __getitem__(self, step: int) -> VAEBatch | PairBatch:
+        if self.pairs and step % 2 == 0:
+            return sample_pair_batch(self.cfg, self.vae_config, self.pairs, step)
         return sample_batch(self.cfg, step)
 
 
-def batches_from(cfg: VAETrainConfig, start: int) -> Iterator[VAEBatch]:
+def batches_from(cfg: VAETrainConfig, start: int, vae_config: VAEConfig | None = None,
+                 pairs: list | None = None) -> Iterator[VAEBatch | PairBatch]:
     """The batches of steps start .. cfg.steps - 1, in order."""
     workers = cfg.data_workers
     loader = torch.utils.data.DataLoader(
-        RenderedBatches(cfg), batch_size=None, sampler=range(start, cfg.steps), num_workers=workers,
-        prefetch_factor=4 if workers else None, persistent_workers=False)
+        RenderedBatches(cfg, vae_config, pairs), batch_size=None, sampler=range(start, cfg.steps),
+        num_workers=workers, prefetch_factor=4 if workers else None, persistent_workers=False)
     return iter(loader)
+
+
+def sample_pair_batch(cfg: VAETrainConfig, vae_config: VAEConfig, pairs: list, step: int) -> PairBatch:
+    """`batch_size` generated latents, each cropped to the latent frames that decode to the first
+    `crop_frames` frames and to `crop_size` pixels, with the rendered clip's matching pixels."""
+    rng = np.random.default_rng([cfg.seed, step, 1])
+    s = vae_config.spatial_compression
+    cells = cfg.crop_size // s
+    latent_frames = (cfg.crop_frames - 1) // vae_config.time_compression + 1
+    latents, videos = [], []
+    for _ in range(cfg.batch_size):
+        pair = pairs[int(rng.integers(len(pairs)))]
+        z = pair.latent
+        y0, x0 = int(rng.integers(z.shape[2] - cells + 1)), int(rng.integers(z.shape[3] - cells + 1))
+        latents.append(z[:, :latent_frames, y0:y0 + cells, x0:x0 + cells])
+        clip = render_clip(pair.spec)[: cfg.crop_frames, y0 * s:(y0 + cells) * s, x0 * s:(x0 + cells) * s]
+        videos.append(to_tensor(clip))
+    return PairBatch(torch.stack(latents), torch.stack(videos))
 
 
 def sample_batch(cfg: VAETrainConfig, step: int) -> VAEBatch:
@@ -227,6 +261,16 @@ def vae_loss(vae: HunyuanVAE, batch: VAEBatch, cfg: VAETrainConfig, generator: t
         loss = loss + cfg.anchor_weight * drift
     parts = {"l1": l1.item(), "mse": mse.item(), "kl": kl.item(), "drift": drift.item(), "code": code_error.item()}
     return loss, parts
+
+
+def pair_loss(vae: HunyuanVAE, batch: PairBatch, cfg: VAETrainConfig):
+    """The reconstruction terms of `vae_loss` for generated latents against their rendered clips."""
+    recon = vae.model.decode(batch.latent).sample
+    weight = edge_weights(batch.video, cfg.edge_weight)
+    l1 = ((recon - batch.video).abs() * weight).mean()
+    mse = ((recon - batch.video).pow(2) * weight).mean()
+    loss = cfg.l1_weight * l1 + cfg.mse_weight * mse
+    return loss, {"l1": l1.item(), "mse": mse.item(), "kl": 0.0, "drift": 0.0, "code": 0.0}
 
 
 def blur_uncoded_channels(z: torch.Tensor, share: float, generator: torch.Generator, cells: int = 3,
@@ -389,6 +433,17 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
     if not 0 <= cfg.data_workers <= 64:
         raise UserError(f"data_workers is {cfg.data_workers}; allowed: 0 to 64")
     device = resolve_device(cfg.device)
+    pairs = None
+    if cfg.generated_latents:
+        if cfg.train != "decoder":
+            raise UserError("generated_latents trains the decoder on the MMDiT's latents of a fixed encoder: it needs train 'decoder'")
+        if cfg.crop_size % vae_config.spatial_compression or (cfg.crop_frames - 1) % vae_config.time_compression:
+            raise UserError(f"crop_size {cfg.crop_size} and crop_frames {cfg.crop_frames} must fit whole latent cells "
+                            f"for generated latents: multiples of {vae_config.spatial_compression} pixels and "
+                            f"{vae_config.time_compression}k+1 frames")
+        from training.generated_latents import load_pairs
+
+        pairs = load_pairs(cfg.generated_latents)
     # code_blur alone suits a decoder-only run on a VAE whose encoder already writes the code.
     if (cfg.shape_code_weight > 0 or cfg.code_blur > 0) and vae_config.latent_channels <= len(SHAPES):
         raise UserError(f"the shape code needs more than {len(SHAPES)} latent channels (it takes the last "
@@ -438,14 +493,17 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
 
     vae.train()
     started = time.perf_counter()
-    batches = batches_from(cfg, start)
+    batches = batches_from(cfg, start, vae_config, pairs)
     for step in range(start, cfg.steps):
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         batch = next(batches).to(device)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        loss, parts = vae_loss(vae, batch, cfg, generator, anchor)
+        if isinstance(batch, PairBatch):
+            loss, parts = pair_loss(vae, batch, cfg)
+        else:
+            loss, parts = vae_loss(vae, batch, cfg, generator, anchor)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)

@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--code-blur-noise", type=float, default=DEFAULTS.code_blur_noise, metavar="STD",
                         help="std of noise added to the blurred channels, in the MMDiT's units, 0 to 10: rough like "
                              f"an MMDiT's samples (default {DEFAULTS.code_blur_noise})")
+    parser.add_argument("--generated-latents", default=DEFAULTS.generated_latents, metavar="FILE",
+                        help="with --train decoder: every other step decodes the MMDiT's own latents from this file "
+                             "(python -m training generate-latents) against their rendered clips")
     parser.add_argument("--wake-channels", type=float, default=DEFAULTS.wake_channels, metavar="STD",
                         help="before training, lift latent channels of --init FILE that carry almost no signal to this "
                              "std (the reconstruction is unchanged; training can then use them); 0 = off "
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         anchor_weight=args.anchor_weight, encoder_lr_scale=args.encoder_lr_scale,
         shape_code_weight=args.shape_code_weight, code_blur=args.code_blur,
         code_blur_cells=args.code_blur_cells, code_blur_noise=args.code_blur_noise,
-        device=args.device, data_workers=args.data_workers,
+        device=args.device, data_workers=args.data_workers, generated_latents=args.generated_latents,
         wake_channels=args.wake_channels, keep_scale=args.keep_scale, init=args.init, train=args.train,
         block_mean_logvar=args.block_mean_logvar,
         image_fraction=args.image_fraction, checkpoint_every=args.checkpoint_every,

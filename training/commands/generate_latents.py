@@ -1,0 +1,32 @@
+"""`python -m training generate-latents --preset P --out FILE --num N`: the MMDiT's own latents of
+rendered clips, for `train-vae --train decoder --generated-latents FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from opensora.pipeline import OpenSoraPipeline
+from training.generated_latents import generate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="demo", help="preset whose MMDiT and VAE make the latents (default demo)")
+    parser.add_argument("--out", required=True, help="file to write (.safetensors)")
+    parser.add_argument("--num", type=int, default=240, help="pairs: rendered training clips (default 240)")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same pairs (default 0)")
+    parser.add_argument("--first-step", type=int, default=10,
+                        help="earliest sampler step the clip's noised latent starts from (default 10 of 20)")
+    parser.add_argument("--last-step", type=int, default=17, help="latest start step (default 17)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    pipe = OpenSoraPipeline.from_preset(args.preset)
+    path = generate(pipe, args.out, args.num, args.seed, args.first_step, args.last_step)
+    print(f"wrote {path} ({args.num} pairs) in {time.perf_counter() - started:.1f}s")
+    return 0

@@ -1,0 +1,116 @@
+"""Latents the MMDiT itself makes, each paired with the rendered clip it should decode to.
+
+A training clip is encoded, noised to a step of the sampler's schedule and denoised from there by
+the MMDiT with the clip's caption (SDEdit). The result keeps the clip's object, place and motion
+but carries what the MMDiT leaves in its samples: specks of colour, small holes, rough outlines.
+`train-vae --train decoder --generated-latents FILE` teaches the decoder to draw the rendered clip
+from such latents. The encoder, its latents and the MMDiT stay as they are.
+
+The file holds tensors `latent.<i>` (unscaled: what `vae.model.decode` takes) and metadata
+`specs`, one ClipSpec per pair with its `start_step`. Pair i comes from `(seed, i)` alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from opensora.errors import UserError
+from opensora.io.outputs import save_safetensors_atomic
+from opensora.pipeline import OpenSoraPipeline
+from opensora.prompts import model_prompt
+from opensora.refine.shapes_world import shapes_world_caption
+from opensora.sampling.conditioning import prepare_condition
+from opensora.sampling.denoise import GuidanceOptions, denoise
+from opensora.sampling.packing import image_position_ids, pack, unpack
+from opensora.sampling.schedule import make_scheduler
+from training.shapes_world import ClipSpec, render_clip, sample_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GeneratedPair:
+    spec: ClipSpec
+    latent: torch.Tensor  # (C, T, h, w), unscaled
+    start_step: int
+
+
+def check_start_steps(first: int, last: int, num_steps: int) -> None:
+    if not 0 <= first <= last < num_steps:
+        raise UserError(f"start steps are {first}..{last}; allowed: 0 <= first <= last <= {num_steps - 1} "
+                        f"(the preset's sampler takes {num_steps} steps)")
+
+
+@torch.no_grad()
+def generate_pair(pipe: OpenSoraPipeline, seed: int, index: int, first_step: int, last_step: int) -> GeneratedPair:
+    """Render a training clip, noise its posterior mean to a start step drawn from first..last and
+    let the MMDiT denoise the rest of the schedule (t2v, the preset's sampler settings)."""
+    from training.vae_trainer import to_tensor
+
+    rng = np.random.default_rng([seed, index])
+    spec = sample_spec(rng, held_out=False)
+    start_step = int(rng.integers(first_step, last_step + 1))
+    sampler, p = pipe.preset.sampler, pipe.preset.mmdit.patch_size
+    scale = pipe.vae.config.scale_factor
+
+    mean, _ = pipe.vae.moments(to_tensor(render_clip(spec))[None].to(pipe.device, pipe.dtype))
+    clean = mean * scale
+    _, _, frames, height, width = clean.shape
+    schedule = make_scheduler(sampler.num_steps, (height // p) * (width // p), frames, sampler.shift, sampler.flow_shift)
+    sigma = schedule.sigmas[start_step].item()
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed * 100_003 + index)).to(clean)
+    noisy = (1.0 - sigma) * clean + sigma * noise
+    # The scheduler finds its place from the first timestep it is given, so the tail of the
+    # schedule runs as the last steps of a full sampling run would.
+    tail = types.SimpleNamespace(timesteps=schedule.timesteps[start_step:], sigmas=schedule.sigmas[start_step:],
+                                 step=schedule.step)
+    caption = shapes_world_caption(spec.colour, spec.shape, spec.motion, spec.background)
+    txt, y_vec = pipe.text_encoder.encode([model_prompt(caption, sampler.fps, sampler.motion_score), "", ""])
+    masks, reference = prepare_condition(clean.shape, "t2v", [[]])
+    cond = pack(torch.cat([masks, reference], dim=1), p).to(clean)
+    options = GuidanceOptions(sampler.guidance, sampler.guidance_img, sampler.text_osci, sampler.image_osci,
+                              sampler.scale_temporal_osci)
+    ids = image_position_ids(frames, height, width, p).to(pipe.device)
+    packed = denoise(pipe._model_fn, pack(noisy, p), cond, txt.to(clean), y_vec.to(clean), ids, tail, options,
+                     temporal_ramp=False, latent_frames=frames)
+    latent = unpack(packed, p, frames, height, width)[0] / scale
+    return GeneratedPair(spec, latent.float().cpu(), start_step)
+
+
+def generate(pipe: OpenSoraPipeline, out: str | Path, num: int, seed: int, first_step: int, last_step: int) -> Path:
+    """Write `num` pairs to the .safetensors file `out` (atomically)."""
+    if num < 1:
+        raise UserError(f"num is {num}; must be >= 1")
+    check_start_steps(first_step, last_step, pipe.preset.sampler.num_steps)
+    started = time.perf_counter()
+    tensors, specs = {}, []
+    for index in range(num):
+        pair = generate_pair(pipe, seed, index, first_step, last_step)
+        tensors[f"latent.{index}"] = pair.latent.contiguous()
+        specs.append({**pair.spec.to_dict(), "start_step": pair.start_step})
+        if (index + 1) % 50 == 0:
+            log.info("%d of %d pairs, %.2f s per pair", index + 1, num, (time.perf_counter() - started) / (index + 1))
+    save_safetensors_atomic(tensors, Path(out), {"specs": json.dumps(specs)})
+    return Path(out)
+
+
+def load_pairs(path: str | Path) -> list[GeneratedPair]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no generated latents at {path}; make them with `python -m training generate-latents`")
+    with safe_open(str(path), framework="pt") as f:
+        rows = json.loads(f.metadata()["specs"])
+        pairs = []
+        for index, row in enumerate(rows):
+            start_step = row.pop("start_step")
+            pairs.append(GeneratedPair(ClipSpec(**row), f.get_tensor(f"latent.{index}"), start_step))
+    return pairs
