@@ -33,6 +33,7 @@ from opensora.sampling.denoise import GuidanceOptions, denoise
 from opensora.sampling.packing import image_position_ids, pack, unpack
 from opensora.sampling.schedule import make_scheduler
 from training.shapes_world import ClipSpec, render_clip, sample_spec
+from training.vae_trainer import to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ def check_start_steps(first: int, last: int, num_steps: int) -> None:
 def generate_pair(pipe: OpenSoraPipeline, seed: int, index: int, first_step: int, last_step: int) -> GeneratedPair:
     """Render a training clip, noise its posterior mean to a start step drawn from first..last and
     let the MMDiT denoise the rest of the schedule (t2v, the preset's sampler settings)."""
-    from training.vae_trainer import to_tensor
-
     rng = np.random.default_rng([seed, index])
     spec = sample_spec(rng, held_out=False)
     start_step = int(rng.integers(first_step, last_step + 1))

@@ -64,6 +64,9 @@ class VAETrainConfig:
     code_blur: float = 0.0  # share of clips decoded with the other channels blurred, so the outline must come from the code
     code_blur_cells: int = 3  # side of that blur's window in latent cells (odd)
     code_blur_noise: float = 0.0  # std of noise added to the blurred channels, in the MMDiT's units (its rough samples)
+    # a file of `python -m training generate-latents`: every other step decodes the MMDiT's own
+    # latents of rendered clips (training/generated_latents.py) instead of the encoder's
+    generated_latents: str = ""
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
@@ -71,9 +74,6 @@ class VAETrainConfig:
     eval_frames: int = DEFAULT_NUM_FRAMES
     threads: int = 2
     device: str = "auto"  # cpu, cuda, or auto: cuda when there is one
-    # a file of `python -m training generate-latents`: every other step decodes the MMDiT's own
-    # latents of rendered clips (training/generated_latents.py) instead of the encoder's
-    generated_latents: str = ""
     data_workers: int = 0  # processes rendering batches ahead of the step (0: the training loop renders them)
 
 
@@ -237,9 +237,7 @@ def vae_loss(vae: HunyuanVAE, batch: VAEBatch, cfg: VAETrainConfig, generator: t
         noise_std = cfg.code_blur_noise / vae.config.scale_factor
         z = blur_uncoded_channels(z, cfg.code_blur, generator, cfg.code_blur_cells, noise_std)
     recon = vae.model.decode(z).sample
-    weight = edge_weights(video, cfg.edge_weight)
-    l1 = ((recon - video).abs() * weight).mean()
-    mse = ((recon - video).pow(2) * weight).mean()
+    l1, mse = reconstruction_errors(recon, video, cfg)
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum() / video.numel()
     loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
     # Both in the MMDiT's units (latents times scale_factor, unit variance): 0.01 = 1% of their variance.
@@ -263,12 +261,15 @@ def vae_loss(vae: HunyuanVAE, batch: VAEBatch, cfg: VAETrainConfig, generator: t
     return loss, parts
 
 
+def reconstruction_errors(recon: torch.Tensor, video: torch.Tensor, cfg: VAETrainConfig):
+    """Edge-weighted L1 and MSE of a decoded batch against its target pixels."""
+    weight = edge_weights(video, cfg.edge_weight)
+    return ((recon - video).abs() * weight).mean(), ((recon - video).pow(2) * weight).mean()
+
+
 def pair_loss(vae: HunyuanVAE, batch: PairBatch, cfg: VAETrainConfig):
     """The reconstruction terms of `vae_loss` for generated latents against their rendered clips."""
-    recon = vae.model.decode(batch.latent).sample
-    weight = edge_weights(batch.video, cfg.edge_weight)
-    l1 = ((recon - batch.video).abs() * weight).mean()
-    mse = ((recon - batch.video).pow(2) * weight).mean()
+    l1, mse = reconstruction_errors(vae.model.decode(batch.latent).sample, batch.video, cfg)
     loss = cfg.l1_weight * l1 + cfg.mse_weight * mse
     return loss, {"l1": l1.item(), "mse": mse.item(), "kl": 0.0, "drift": 0.0, "code": 0.0}
 
@@ -441,7 +442,7 @@ def train_vae(vae_config: VAEConfig, cfg: VAETrainConfig, out_path: Path, work_d
             raise UserError(f"crop_size {cfg.crop_size} and crop_frames {cfg.crop_frames} must fit whole latent cells "
                             f"for generated latents: multiples of {vae_config.spatial_compression} pixels and "
                             f"{vae_config.time_compression}k+1 frames")
-        from training.generated_latents import load_pairs
+        from training.generated_latents import load_pairs  # that module imports this one
 
         pairs = load_pairs(cfg.generated_latents)
     # code_blur alone suits a decoder-only run on a VAE whose encoder already writes the code.
