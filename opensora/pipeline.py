@@ -274,8 +274,10 @@ class OpenSoraPipeline:
         num_steps: int,
         callback: StepCallback | None = None,
         cancel_event=None,
+        start_step: int = 0,
     ) -> torch.Tensor:
         """Denoise `noise` (B, C, T, H, W) into the latent the VAE decodes (reference frames put back).
+        From `start_step` > 0, `noise` is a latent noised to `schedule(...).sigmas[start_step]`.
 
         txt / y_vec hold 3B rows [prompts, negatives, negatives]; references[b] lists item b's
         reference latents.
@@ -287,8 +289,7 @@ class OpenSoraPipeline:
             masks, masked_ref = prepare_condition(noise.shape, cond_type, references)
             cond = pack(torch.cat([masks, masked_ref], dim=1), p).to(self.device, self.dtype)
         img_ids = image_position_ids(latent_t, latent_h, latent_w, p).to(self.device)
-        tokens_per_frame = (latent_h // p) * (latent_w // p)
-        scheduler = make_scheduler(num_steps, tokens_per_frame, latent_t, self.preset.sampler.shift, self.preset.sampler.flow_shift)
+        scheduler = self.schedule(noise.shape, num_steps)
 
         def latent_callback(step, total, packed):
             if callback is not None:
@@ -297,10 +298,18 @@ class OpenSoraPipeline:
         packed = denoise(
             self._model_fn, pack(noise, p), cond, txt, y_vec, img_ids, scheduler, options,
             temporal_ramp=options.scale_temporal_osci and cond_type.startswith("i2v"),
-            latent_frames=latent_t, callback=latent_callback, cancel_event=cancel_event,
+            latent_frames=latent_t, callback=latent_callback, cancel_event=cancel_event, start_step=start_step,
         )
         latent = unpack(packed, p, latent_t, latent_h, latent_w)
         return replace_reference_frames(latent, cond_type, references)
+
+    def schedule(self, latent_shape: tuple[int, ...], num_steps: int):
+        """The sampler's scheduler for a latent of `latent_shape` (B, C, T, H, W); its `sigmas` are the
+        noise levels of the steps."""
+        p = self.preset.mmdit.patch_size
+        _, _, latent_t, latent_h, latent_w = latent_shape
+        sampler = self.preset.sampler
+        return make_scheduler(num_steps, (latent_h // p) * (latent_w // p), latent_t, sampler.shift, sampler.flow_shift)
 
     def _pixel_size(self, resolution, aspect_ratio, height, width) -> tuple[int, int]:
         if height is None and width is None:

@@ -85,3 +85,21 @@ def test_pair_batches_crop_latents_and_pixels_alike(tiny_pipe, tmp_path):
     assert pair_batch.latent.shape == (2, config.latent_channels, 2, 32 // config.spatial_compression, 32 // config.spatial_compression)
     assert pair_batch.video.shape == (2, 3, 5, 32, 32)
     assert pair_batch.video.min() >= -1.0 and pair_batch.video.max() <= 1.0
+
+
+def test_sampling_from_a_start_step_runs_only_the_rest_of_the_schedule(tiny_pipe):
+    from opensora.sampling.denoise import GuidanceOptions
+
+    pipe, steps = tiny_pipe, tiny_pipe.preset.sampler.num_steps
+    shape = (1, pipe.preset.mmdit.latent_channels, 3, 4, 8)
+    txt, y_vec = pipe.text_encoder.encode(["a red circle", "", ""])
+    options = GuidanceOptions(5.0, 1.0, False, False, False)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    seen = {}
+    for start in (0, steps - 1):
+        calls = []
+        seen[start] = pipe.sample(noise, txt, y_vec, "t2v", [[]], options, steps, start_step=start,
+                                  callback=lambda i, n, x: calls.append((i, n)))
+        assert calls == [(i, steps) for i in range(start, steps)]
+    assert not torch.equal(seen[0], seen[steps - 1])
+    assert len(pipe.schedule(shape, steps).sigmas) == steps + 1

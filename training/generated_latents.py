@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +27,7 @@ from opensora.io.outputs import save_safetensors_atomic
 from opensora.pipeline import OpenSoraPipeline
 from opensora.prompts import model_prompt
 from opensora.refine.shapes_world import shapes_world_caption
-from opensora.sampling.conditioning import prepare_condition
-from opensora.sampling.denoise import GuidanceOptions, denoise
-from opensora.sampling.packing import image_position_ids, pack, unpack
-from opensora.sampling.schedule import make_scheduler
+from opensora.sampling.denoise import GuidanceOptions
 from training.shapes_world import ClipSpec, render_clip, sample_spec
 from training.vae_trainer import to_tensor
 
@@ -58,31 +54,21 @@ def generate_pair(pipe: OpenSoraPipeline, seed: int, index: int, first_step: int
     rng = np.random.default_rng([seed, index])
     spec = sample_spec(rng, held_out=False)
     start_step = int(rng.integers(first_step, last_step + 1))
-    sampler, p = pipe.preset.sampler, pipe.preset.mmdit.patch_size
+    sampler = pipe.preset.sampler
     scale = pipe.vae.config.scale_factor
 
     mean, _ = pipe.vae.moments(to_tensor(render_clip(spec))[None].to(pipe.device, pipe.dtype))
     clean = mean * scale
-    _, _, frames, height, width = clean.shape
-    schedule = make_scheduler(sampler.num_steps, (height // p) * (width // p), frames, sampler.shift, sampler.flow_shift)
-    sigma = schedule.sigmas[start_step].item()
+    sigma = pipe.schedule(clean.shape, sampler.num_steps).sigmas[start_step].item()
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed * 100_003 + index)).to(clean)
     noisy = (1.0 - sigma) * clean + sigma * noise
-    # The scheduler finds its place from the first timestep it is given, so the tail of the
-    # schedule runs as the last steps of a full sampling run would.
-    tail = types.SimpleNamespace(timesteps=schedule.timesteps[start_step:], sigmas=schedule.sigmas[start_step:],
-                                 step=schedule.step)
     caption = shapes_world_caption(spec.colour, spec.shape, spec.motion, spec.background)
     txt, y_vec = pipe.text_encoder.encode([model_prompt(caption, sampler.fps, sampler.motion_score), "", ""])
-    masks, reference = prepare_condition(clean.shape, "t2v", [[]])
-    cond = pack(torch.cat([masks, reference], dim=1), p).to(clean)
     options = GuidanceOptions(sampler.guidance, sampler.guidance_img, sampler.text_osci, sampler.image_osci,
                               sampler.scale_temporal_osci)
-    ids = image_position_ids(frames, height, width, p).to(pipe.device)
-    packed = denoise(pipe._model_fn, pack(noisy, p), cond, txt.to(clean), y_vec.to(clean), ids, tail, options,
-                     temporal_ramp=False, latent_frames=frames)
-    latent = unpack(packed, p, frames, height, width)[0] / scale
-    return GeneratedPair(spec, latent.float().cpu(), start_step)
+    latent = pipe.sample(noisy, txt.to(clean), y_vec.to(clean), "t2v", [[]], options, sampler.num_steps,
+                         start_step=start_step)
+    return GeneratedPair(spec, (latent[0] / scale).float().cpu(), start_step)
 
 
 def generate(pipe: OpenSoraPipeline, out: str | Path, num: int, seed: int, first_step: int, last_step: int) -> Path:

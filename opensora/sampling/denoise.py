@@ -61,10 +61,14 @@ def denoise(
     latent_frames: int,
     callback: StepCallback | None = None,
     cancel_event=None,
+    start_step: int = 0,
 ) -> torch.Tensor:
     """Integrate from t=1 to 0. noise (B, N, F) packed; cond (B, N, Fc) or None; txt / y_vec hold
     3B rows ordered [prompts, negatives, negatives]. `temporal_ramp` is the official
-    `scale_temporal_osci and "i2v" in cond_type`. Returns the packed latent (B, N, F)."""
+    `scale_temporal_osci and "i2v" in cond_type`. Returns the packed latent (B, N, F).
+
+    With `start_step` k > 0 only the steps from k on run, as the last steps of a full run would
+    (SDEdit): `noise` is then a latent already noised to the schedule's sigma k."""
     batch, num_tokens, _ = noise.shape
     tokens_per_frame = num_tokens // latent_frames
     cond_batch = None if cond is None else torch.cat([cond, cond, torch.zeros_like(cond)])
@@ -72,6 +76,8 @@ def denoise(
     num_steps = len(scheduler.timesteps)
     x = noise
     for i, timestep in enumerate(scheduler.timesteps):
+        if i < start_step:
+            continue
         if cancel_event is not None and cancel_event.is_set():
             raise GenerationCancelled(f"cancelled before step {i + 1} of {num_steps}")
         t = torch.full((3 * batch,), sigmas[i].item(), dtype=x.dtype, device=x.device)
