@@ -38,6 +38,21 @@ def test_pairs_keep_their_clip_spec_start_step_and_latent_shape(tiny_pipe, tmp_p
     assert other[0].spec != pairs[0].spec
 
 
+def test_workers_write_the_same_pairs_as_one_process(tiny_pipe, tmp_path):
+    from training.generated_latents import generate_with_workers
+
+    one = generate(tiny_pipe, tmp_path / "one.safetensors", num=3, seed=4, first_step=1, last_step=3)
+    two = generate_with_workers(tiny_pipe.preset, "cpu", 2, tmp_path / "two.safetensors", num=3, seed=4,
+                                first_step=1, last_step=3)
+    assert [pair.spec for pair in load_pairs(one)] == [pair.spec for pair in load_pairs(two)]
+    for a, b in zip(load_pairs(one), load_pairs(two)):
+        assert a.start_step == b.start_step
+        torch.testing.assert_close(a.latent, b.latent, rtol=1e-4, atol=1e-4)  # thread counts differ
+    with pytest.raises(UserError, match="workers is 0; allowed: 1-64"):
+        generate_with_workers(tiny_pipe.preset, "cpu", 0, tmp_path / "x.safetensors", num=1, seed=0,
+                              first_step=1, last_step=1)
+
+
 def test_bad_start_steps_and_a_missing_file_say_what_is_allowed(tiny_pipe, tmp_path):
     with pytest.raises(UserError, match="start steps are 3..1; allowed: 0 <= first <= last <= 3"):
         generate(tiny_pipe, tmp_path / "p.safetensors", num=1, seed=0, first_step=3, last_step=1)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from safetensors import safe_open
 from opensora.errors import UserError
 from opensora.io.outputs import save_safetensors_atomic
 from opensora.pipeline import OpenSoraPipeline
+from opensora.presets import Preset
 from opensora.prompts import model_prompt
 from opensora.refine.shapes_world import shapes_world_caption
 from opensora.sampling.denoise import GuidanceOptions
@@ -73,17 +76,66 @@ def generate_pair(pipe: OpenSoraPipeline, seed: int, index: int, first_step: int
 
 def generate(pipe: OpenSoraPipeline, out: str | Path, num: int, seed: int, first_step: int, last_step: int) -> Path:
     """Write `num` pairs to the .safetensors file `out` (atomically)."""
-    if num < 1:
-        raise UserError(f"num is {num}; must be >= 1")
+    check_count(num)
     check_start_steps(first_step, last_step, pipe.preset.sampler.num_steps)
     started = time.perf_counter()
-    tensors, specs = {}, []
+    pairs = []
     for index in range(num):
-        pair = generate_pair(pipe, seed, index, first_step, last_step)
-        tensors[f"latent.{index}"] = pair.latent.contiguous()
-        specs.append({**pair.spec.to_dict(), "start_step": pair.start_step})
-        if (index + 1) % 50 == 0:
-            log.info("%d of %d pairs, %.2f s per pair", index + 1, num, (time.perf_counter() - started) / (index + 1))
+        pairs.append(generate_pair(pipe, seed, index, first_step, last_step))
+        log_progress(len(pairs), num, started)
+    return write_pairs(pairs, out)
+
+
+def generate_with_workers(preset: Preset, device: str, workers: int, out: str | Path, num: int, seed: int,
+                          first_step: int, last_step: int) -> Path:
+    """`generate` split over `workers` processes, each with its own pipeline on `device` (a GPU keeps
+    several busy: one sampler alone leaves it mostly idle). Pair i still comes from (seed, i) alone."""
+    check_count(num)
+    if not 1 <= workers <= 64:
+        raise UserError(f"workers is {workers}; allowed: 1-64")
+    check_start_steps(first_step, last_step, preset.sampler.num_steps)
+    started = time.perf_counter()
+    chunks = [range(start, min(start + PAIRS_PER_TASK, num)) for start in range(0, num, PAIRS_PER_TASK)]
+    pairs = []
+    # spawn, not fork: CUDA cannot be used in a forked child.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=load_worker_pipeline,
+                             initargs=(preset, device)) as pool:
+        for chunk in pool.map(worker_pairs, chunks, [(seed, first_step, last_step)] * len(chunks)):
+            for spec, latent, start_step in chunk:
+                pairs.append(GeneratedPair(spec, torch.from_numpy(latent), start_step))
+                log_progress(len(pairs), num, started)
+    return write_pairs(pairs, out)
+
+
+PAIRS_PER_TASK = 16
+_worker_pipeline: OpenSoraPipeline | None = None
+
+
+def load_worker_pipeline(preset: Preset, device: str) -> None:
+    global _worker_pipeline
+    torch.set_num_threads(1)  # the workers share the machine's cores
+    _worker_pipeline = OpenSoraPipeline.from_preset(preset, device=device)
+
+
+def worker_pairs(indices: range, settings: tuple[int, int, int]) -> list[tuple[ClipSpec, np.ndarray, int]]:
+    seed, first_step, last_step = settings
+    pairs = [generate_pair(_worker_pipeline, seed, index, first_step, last_step) for index in indices]
+    return [(pair.spec, pair.latent.numpy(), pair.start_step) for pair in pairs]
+
+
+def check_count(num: int) -> None:
+    if num < 1:
+        raise UserError(f"num is {num}; must be >= 1")
+
+
+def log_progress(done: int, num: int, started: float) -> None:
+    if done % 50 == 0:
+        log.info("%d of %d pairs, %.2f s per pair", done, num, (time.perf_counter() - started) / done)
+
+
+def write_pairs(pairs: list[GeneratedPair], out: str | Path) -> Path:
+    tensors = {f"latent.{index}": pair.latent.contiguous() for index, pair in enumerate(pairs)}
+    specs = [{**pair.spec.to_dict(), "start_step": pair.start_step} for pair in pairs]
     save_safetensors_atomic(tensors, Path(out), {"specs": json.dumps(specs)})
     return Path(out)
 

@@ -9,7 +9,9 @@ import time
 import torch
 
 from opensora.pipeline import OpenSoraPipeline
-from training.generated_latents import generate
+from opensora.presets import load_preset
+from training.generated_latents import generate, generate_with_workers
+from training.vae_trainer import resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,13 +22,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-step", type=int, default=10,
                         help="earliest sampler step the clip's noised latent starts from (default 10 of 20)")
     parser.add_argument("--last-step", type=int, default=17, help="latest start step (default 17)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2; 1 per worker)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the MMDiT and VAE run: auto = cuda when torch sees a GPU (default auto)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes making pairs, each with its own pipeline: the same file for any number "
+                             "(default 1; on a GPU 8 keep it busy)")
 
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    pipe = OpenSoraPipeline.from_preset(args.preset)
-    path = generate(pipe, args.out, args.num, args.seed, args.first_step, args.last_step)
+    device = str(resolve_device(args.device))
+    if args.workers == 1:
+        pipe = OpenSoraPipeline.from_preset(args.preset, device=device)
+        path = generate(pipe, args.out, args.num, args.seed, args.first_step, args.last_step)
+    else:
+        path = generate_with_workers(load_preset(args.preset), device, args.workers, args.out, args.num, args.seed,
+                                     args.first_step, args.last_step)
     print(f"wrote {path} ({args.num} pairs) in {time.perf_counter() - started:.1f}s")
     return 0
