@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from opensora import subcommands
 from training.commands import (
-    finetune, generate_latents, grow_mmdit, render_shapes, repatch_mmdit, train_text_encoders, train_vae,
+    average_weights, finetune, generate_latents, grow_mmdit, render_shapes, repatch_mmdit, train_text_encoders,
+    train_vae,
 )
 
 COMMANDS = {
@@ -17,6 +18,7 @@ COMMANDS = {
     "train-text-encoders": (train_text_encoders, "fit a word-level tokenizer and train tiny T5 + CLIP text encoders on shapes-world captions (demo model)"),
     "grow-mmdit": (grow_mmdit, "deepen a trained MMDiT by single blocks that start as the identity (demo model)"),
     "repatch-mmdit": (repatch_mmdit, "move a trained MMDiT to another token size (VAE or patch size): fresh input/output projections, same blocks"),
+    "average-weights": (average_weights, "the uniform average of several weight files of one model (a model soup)"),
     "finetune": (finetune, "LoRA or full fine-tune of a preset's MMDiT on a video CSV (flow matching, resumable)"),
 }
 

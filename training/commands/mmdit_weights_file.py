@@ -1,4 +1,5 @@
-"""Reading a trained MMDiT file for the commands that reshape one (grow-mmdit, repatch-mmdit)."""
+"""Reading a trained MMDiT file for the commands that reshape or average them (grow-mmdit, repatch-mmdit,
+average-weights)."""
 
 from __future__ import annotations
 
