@@ -146,9 +146,10 @@ def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, d
     timer.tick(show, [name, known], watch_outputs, api_visibility="private", show_progress="hidden")
 
     def on_load(run_name: str, known_loras: list):
-        # A reloaded page keeps showing the run that is training now.
-        run_name = runs.running_name() or run_name
-        return run_name, *show(run_name, known_loras)
+        # A reloaded page keeps showing the run that is training now. Otherwise the name is left
+        # alone: this runs after the page is up, and a name typed meanwhile must survive it.
+        running = runs.running_name()
+        return running or gr.update(), *show(running or run_name, known_loras)
 
     demo.load(on_load, [name, known], [name, *watch_outputs], api_visibility="private", show_progress="hidden")
 

@@ -177,6 +177,33 @@ def test_training_run_that_crashes_shows_its_exit_and_console(tmp_path):
     assert "code 3" in view.message and "boom" in view.log_tail
 
 
+def test_page_load_keeps_a_typed_run_name_and_shows_the_running_one(tmp_path, monkeypatch):
+    """The tab's load event lands after the page is up: it must not overwrite a name typed meanwhile
+    (CI once started the run under the default name that way), but a reloaded page shows what trains."""
+    import gradio as gr
+
+    from app.config import AppConfig
+    from app.tab_finetune import build_finetune_tab
+
+    runs = TrainingRuns(tmp_path / "runs", command=FAKE_TRAINER)
+    with gr.Blocks() as demo:
+        build_finetune_tab(demo, AppConfig(runs_dir=tmp_path / "runs", ckpt_dir=tmp_path / "ckpts"), runs,
+                           "tiny-random", [])
+    on_load = next(f.fn for f in demo.fns.values() if f.targets and f.targets[0][1] == "load")
+    name_update, status, *_ = on_load("typed-name", [])
+    assert name_update == gr.update() and 'data-state="not started"' in status
+
+    monkeypatch.setenv("FAKE_STEP_S", "0.2")
+    data = tmp_path / "data.csv"
+    data.write_text("path,text\n")
+    runs.start(RunSpec(name="training-now", preset="tiny-random", data=str(data), steps=20))
+    try:
+        name_update, status, *_ = on_load("typed-name", [])
+        assert name_update == "training-now" and "training-now" in status
+    finally:
+        runs.stop_all()
+
+
 # ------------------------------------------------------------------------------ history / reuse
 def test_history_items_and_reuse_fill_from_sidecars(tmp_path):
     import torch
