@@ -48,3 +48,18 @@ def test_seen_controls_mirror_the_held_out_set_and_have_references():
         assert spec.combo == combo and first.shape == (128, 128, 3)
         m = measure(render_clip(spec))
         assert (m.colour, m.shape, m.background) == (combo.colour, combo.shape, combo.background)
+
+
+def test_evaluation_runs_the_asked_seeds_and_reports_them(tmp_path):
+    """`--first-seed` moves the seed window, so a choice made on seeds 0-7 can be checked on 8-15."""
+    from opensora.pipeline import OpenSoraPipeline
+    from training.eval_demo import evaluate
+
+    pipe = OpenSoraPipeline.from_preset("demo")
+    result = evaluate(pipe, seeds=2, num_steps=2, reference_dir=tmp_path, combos=HELD_OUT[:1], first_seed=5)
+    assert [row["seed"] for row in result["per_video"]] == [5, 6]
+    assert result["seed_range"] == [5, 6] and result["videos"] == 2 and len(result["i2v"]) == 1
+    assert all(0.0 <= result[k] <= 1.0 for k in ("colour", "shape", "motion", "background", "stable"))
+    # Same seed, same video: seed 6 here is the second video of a window starting at 6.
+    again = evaluate(pipe, seeds=1, num_steps=2, reference_dir=tmp_path, combos=HELD_OUT[:1], first_seed=6)
+    assert again["per_video"][0]["fill_ratio"] == result["per_video"][1]["fill_ratio"]

@@ -59,7 +59,8 @@ def reference_first_frame(combo: Combo, seed: int, height: int, width: int) -> t
 
 
 def evaluate(
-    pipe: OpenSoraPipeline, seeds: int, num_steps: int | None, reference_dir, combos: tuple[Combo, ...] = HELD_OUT
+    pipe: OpenSoraPipeline, seeds: int, num_steps: int | None, reference_dir, combos: tuple[Combo, ...] = HELD_OUT,
+    first_seed: int = 0,
 ) -> dict:
     rows, i2v_rows = [], []
     height, width = pipe.preset.image_size(pipe.preset.sampler.resolution, "1:1")
@@ -67,7 +68,7 @@ def evaluate(
         caption = shapes_world_caption(combo.colour, combo.shape, combo.motion, combo.background)
         prepared = prepare_prompt(caption, refine=True, motion_score=pipe.preset.sampler.motion_score,
                                   shapes_world=True, fps=pipe.preset.sampler.fps)
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             started = time.perf_counter()
             video = pipe(prepared.text, seed=seed, num_steps=num_steps).videos[0]
             m = measure(to_uint8(video))
@@ -90,6 +91,7 @@ def evaluate(
         "combos": len(combos),
         "held_out": all(is_held_out(c) for c in combos),
         "videos": len(rows),
+        "seed_range": [first_seed, first_seed + seeds - 1],
         "colour": accuracy(rows, "colour", lambda r: r["combo"]["colour"]),
         "shape": accuracy(rows, "shape", lambda r: r["combo"]["shape"]),
         "motion": accuracy(rows, "motion", lambda r: r["combo"]["motion"]),
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo", help="model preset (default demo)")
     parser.add_argument("--seeds", type=int, default=2, help="videos per combination")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds FIRST_SEED ... FIRST_SEED + SEEDS - 1: fresh seeds check a choice made on others")
     parser.add_argument("--num-steps", type=int, default=None, help="sampling steps (preset default)")
     parser.add_argument("--combos", choices=sorted(COMBO_SETS), default="held-out",
                         help="held-out (default): combinations training never rendered; seen: SEEN_CONTROLS")
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     pipe = OpenSoraPipeline.from_preset(args.preset)
     with tempfile.TemporaryDirectory() as tmp:
-        result = evaluate(pipe, args.seeds, args.num_steps, Path(tmp), COMBO_SETS[args.combos])
+        result = evaluate(pipe, args.seeds, args.num_steps, Path(tmp), COMBO_SETS[args.combos], args.first_seed)
     if args.summary:
         result = {k: v for k, v in result.items() if k not in ("per_video", "i2v")}
     print(json.dumps(result))
