@@ -1,6 +1,7 @@
 """The demo evaluation's pixel measurements are exact on rendered ground truth."""
 
 import numpy as np
+import pytest
 
 from training.demo_metrics import measure, psnr
 from training.shapes_world import HELD_OUT, render_clip, sample_spec
@@ -60,6 +61,16 @@ def test_evaluation_runs_the_asked_seeds_and_reports_them(tmp_path):
     assert [row["seed"] for row in result["per_video"]] == [5, 6]
     assert result["seed_range"] == [5, 6] and result["videos"] == 2 and len(result["i2v"]) == 1
     assert all(0.0 <= result[k] <= 1.0 for k in ("colour", "shape", "motion", "background", "stable"))
-    # Same seed, same video: seed 6 here is the second video of a window starting at 6.
+    # Same seed, same video: the window starting at 6 begins with the second video above.
     again = evaluate(pipe, seeds=1, num_steps=2, reference_dir=tmp_path, combos=HELD_OUT[:1], first_seed=6)
     assert again["per_video"][0]["fill_ratio"] == result["per_video"][1]["fill_ratio"]
+
+
+def test_evaluation_refuses_an_empty_seed_window(capsys):
+    from training.eval_demo import main
+
+    for argv in (["--seeds", "0"], ["--first-seed", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+    assert "--first-seed >= 0 (got -1)" in capsys.readouterr().err

@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="held-out (default): combinations training never rendered; seen: SEEN_CONTROLS")
     parser.add_argument("--summary", action="store_true", help="print only the accuracies, not every video")
     args = parser.parse_args(argv)
+    if args.seeds < 1 or args.first_seed < 0:
+        parser.error(f"--seeds must be >= 1 (got {args.seeds}) and --first-seed >= 0 (got {args.first_seed})")
     pipe = OpenSoraPipeline.from_preset(args.preset)
     with tempfile.TemporaryDirectory() as tmp:
         result = evaluate(pipe, args.seeds, args.num_steps, Path(tmp), COMBO_SETS[args.combos], args.first_seed)
