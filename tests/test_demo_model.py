@@ -8,7 +8,7 @@ from opensora.checkpoints import default_preset_name, file_status
 from opensora.cli import main
 from opensora.presets import load_preset
 from training.demo_metrics import measure, psnr
-from training.eval_demo import reference_first_frame, to_uint8
+from training.eval_demo import combo_prompt, reference_first_frame, to_uint8
 from training.shapes_world import HELD_OUT
 
 
@@ -45,13 +45,8 @@ def test_generation_has_the_prompts_colour(demo_pipeline, colour):
 # fills sit well inside their class: 0.957, 0.766, 0.572 when this was written).
 @pytest.mark.parametrize("index", [4, 3, 2], ids=["white-square-still", "yellow-circle-down", "blue-triangle-up"])
 def test_held_out_combination_comes_out_as_captioned(demo_pipeline, index):
-    from opensora.refine import prepare_prompt, shapes_world_caption
-
     combo = HELD_OUT[index]
-    sampler = demo_pipeline.preset.sampler
-    prepared = prepare_prompt(shapes_world_caption(combo.colour, combo.shape, combo.motion, combo.background),
-                              refine=True, motion_score=sampler.motion_score, shapes_world=True, fps=sampler.fps)
-    m = measure(to_uint8(demo_pipeline(prepared.text, seed=0).videos[0]))
+    m = measure(to_uint8(demo_pipeline(combo_prompt(combo, demo_pipeline), seed=0).videos[0]))
     assert (m.colour, m.shape, m.motion, m.background) == (combo.colour, combo.shape, combo.motion, combo.background)
     assert m.stable
 

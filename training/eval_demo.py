@@ -58,6 +58,14 @@ def reference_first_frame(combo: Combo, seed: int, height: int, width: int) -> t
     raise RuntimeError(f"no spec drawn for {combo} at {height}x{width}")
 
 
+def combo_prompt(combo: Combo, pipe: OpenSoraPipeline) -> str:
+    """The caption of `combo` as the CLI and the app would send it (refined, with the preset's motion score)."""
+    sampler = pipe.preset.sampler
+    caption = shapes_world_caption(combo.colour, combo.shape, combo.motion, combo.background)
+    return prepare_prompt(caption, refine=True, motion_score=sampler.motion_score, shapes_world=True,
+                          fps=sampler.fps).text
+
+
 def evaluate(
     pipe: OpenSoraPipeline, seeds: int, num_steps: int | None, reference_dir, combos: tuple[Combo, ...] = HELD_OUT,
     first_seed: int = 0,
@@ -65,12 +73,10 @@ def evaluate(
     rows, i2v_rows = [], []
     height, width = pipe.preset.image_size(pipe.preset.sampler.resolution, "1:1")
     for combo in combos:
-        caption = shapes_world_caption(combo.colour, combo.shape, combo.motion, combo.background)
-        prepared = prepare_prompt(caption, refine=True, motion_score=pipe.preset.sampler.motion_score,
-                                  shapes_world=True, fps=pipe.preset.sampler.fps)
+        prompt = combo_prompt(combo, pipe)
         for seed in range(first_seed, first_seed + seeds):
             started = time.perf_counter()
-            video = pipe(prepared.text, seed=seed, num_steps=num_steps).videos[0]
+            video = pipe(prompt, seed=seed, num_steps=num_steps).videos[0]
             m = measure(to_uint8(video))
             rows.append({"combo": combo.__dict__, "seed": seed, "seconds": time.perf_counter() - started, **m.to_dict()})
 
@@ -79,7 +85,7 @@ def evaluate(
         from PIL import Image
 
         Image.fromarray(first).save(path)
-        video = pipe(prepared.text, cond_type="i2v_head", reference=str(path), seed=0, num_steps=num_steps).videos[0]
+        video = pipe(prompt, cond_type="i2v_head", reference=str(path), seed=0, num_steps=num_steps).videos[0]
         frames = to_uint8(video)
         m = measure(frames)
         i2v_rows.append({"combo": combo.__dict__, "psnr_frame0": psnr(frames[0], first), **m.to_dict()})
