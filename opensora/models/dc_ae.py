@@ -66,6 +66,9 @@ class DCAEConfig:
         unknown = [b for b in self.block_type if b not in BLOCK_TYPES]
         if unknown:
             raise UserError(f"DC-AE config: unknown block types {unknown}; allowed: {', '.join(BLOCK_TYPES)}")
+        narrow = [w for w, b in zip(self.width_list, self.block_type) if b != "ResBlock" and w % ATTENTION_HEAD_DIM]
+        if narrow:
+            raise UserError(f"DC-AE config: attention stage widths {narrow} must be multiples of {ATTENTION_HEAD_DIM}")
         if min(self.encoder_depth_list + self.decoder_depth_list) < 1:
             raise UserError("DC-AE config: every stage needs depth >= 1 (the video model has no depth-0 stage)")
         if self.spatial_compression != 2 ** (stages - 1):
@@ -103,15 +106,17 @@ class DCAEConfig:
         return 1 if latent_frames == 1 else latent_frames * self.time_compression
 
     def accepts_num_frames(self, num_frames: int) -> bool:
-        """Frame counts the encoder takes and the decoder gives back: 1, or a multiple of 4."""
-        return num_frames == 1 or (num_frames >= self.time_compression and num_frames % self.time_compression == 0)
+        """Frame counts the encoder takes and the decoder gives back: 1, or a multiple of 4 from 8 on
+        (4 frames encode to one latent frame, which decodes to a single image)."""
+        c = self.time_compression
+        return num_frames == 1 or (num_frames >= 2 * c and num_frames % c == 0)
 
     def check_num_frames(self, num_frames, max_frames: int = 128) -> int:
         if not isinstance(num_frames, int) or num_frames > max_frames or not self.accepts_num_frames(num_frames):
             c = self.time_compression
             raise UserError(
                 f"num_frames {num_frames!r} is not allowed with the Video DC-AE: use 1 or a multiple of {c} "
-                f"between {c} and {max_frames} ({c}, {2 * c}, ..., 32, ..., {max_frames})"
+                f"between {2 * c} and {max_frames} ({2 * c}, {3 * c}, ..., 32, ..., {max_frames})"
             )
         return num_frames
 
