@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from opensora import subcommands
 from training.commands import (
-    average_weights, finetune, generate_latents, grow_mmdit, render_shapes, repatch_mmdit, train_text_encoders,
+    average_weights, finetune, generate_latents, grow_mmdit, prepare, render_shapes, repatch_mmdit, train_text_encoders,
     train_vae,
 )
 
@@ -20,6 +20,14 @@ COMMANDS = {
     "repatch-mmdit": (repatch_mmdit, "move a trained MMDiT to another token size (VAE or patch size): fresh input/output projections, same blocks"),
     "average-weights": (average_weights, "the uniform average of several weight files of one model (a model soup)"),
     "finetune": (finetune, "LoRA or full fine-tune of a preset's MMDiT on a video CSV (flow matching, resumable)"),
+    "prepare": (prepare, "data curation: a folder of raw videos (or a CSV) to a training CSV, stage by stage (resumable)"),
+    "prepare-probe": (prepare.PROBE, "curation stage: fps, frames, size, duration, codec, rotation of each video"),
+    "prepare-scenes": (prepare.SCENES, "curation stage: one row (and clip) per scene, PySceneDetect AdaptiveDetector"),
+    "prepare-motion": (prepare.MOTION, "curation stage: VMAF motion score and optical flow per clip; range filter"),
+    "prepare-ocr": (prepare.OCR, "curation stage: text area per clip (RapidOCR, offline); filter"),
+    "prepare-aesthetic": (prepare.AESTHETIC, "curation stage: CLIP aesthetic score from local weights; filter"),
+    "prepare-caption": (prepare.CAPTION, "curation stage: captions from a vision model on an OpenAI-compatible server"),
+    "prepare-filter": (prepare.FILTER, "curation stage: --where filter, train/val split by source video, bucket report"),
 }
 
 
