@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from safetensors.torch import load_file
 from torch import nn
 
 from opensora.checkpoints import check_keys, read_shapes
@@ -362,13 +363,24 @@ def official_key_shapes(config: VAEV12Config) -> dict[str, tuple[int, ...]]:
     return {module_to_official_name(k): tuple(v.shape) for k, v in vae.state_dict().items()}
 
 
-def load_vae_v1_2(path: Path, config: VAEV12Config, dtype=torch.float32, device="cpu") -> VideoVAEV12:
-    """The official `hpcai-tech/OpenSora-VAE-v1.2` model.safetensors, every key checked first."""
-    from safetensors.torch import load_file
+NORMALISATION_KEYS = ("scale", "shift")
 
+
+def load_vae_v1_2(path: Path, config: VAEV12Config, dtype=torch.float32, device="cpu") -> VideoVAEV12:
+    """The official `hpcai-tech/OpenSora-VAE-v1.2` model.safetensors, every key checked first.
+
+    `scale`/`shift` are buffers: a file without both gets the config's (official) values, as the
+    official from_pretrained keeps its constructor's buffers for keys a file lacks."""
     path = Path(path)
-    check_keys(read_shapes(path), official_key_shapes(config), path, "Open-Sora 1.2 VAE weights")
+    expected = official_key_shapes(config)
+    found = read_shapes(path)
+    if not any(k in found for k in NORMALISATION_KEYS):
+        expected = {k: v for k, v in expected.items() if k not in NORMALISATION_KEYS}
+    check_keys(found, expected, path, "Open-Sora 1.2 VAE weights")
+    state = official_to_module(load_file(str(path)))
+    for name in NORMALISATION_KEYS:
+        state.setdefault(name, torch.tensor(getattr(config, name)).view(1, -1, 1, 1, 1))
     with torch.device("meta"):
         vae = build_vae_v1_2(config)
-    vae.load_state_dict(official_to_module(load_file(str(path))), strict=True, assign=True)
+    vae.load_state_dict(state, strict=True, assign=True)
     return vae.to(device=device, dtype=dtype).eval()
