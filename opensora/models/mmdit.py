@@ -30,6 +30,8 @@ class MMDiTConfig:
     theta: int = 10000
     qkv_bias: bool = True
     cond_embed: bool = True
+    # FLUX.1-dev (guidance-distilled) embeds the guidance scale like the timestep; Open-Sora does not.
+    guidance_embed: bool = False
     patch_size: int = 2
     # "rotate_half": pairs (i, i+D/2) as the official v2 checkpoint (use_liger_rope=True);
     # "interleaved": FLUX pairs (2i, 2i+1). diffusers is interleaved, so rotate-half weights
@@ -84,7 +86,7 @@ def build_mmdit(config: MMDiTConfig) -> FluxTransformer2DModel:
         num_attention_heads=config.num_heads,
         joint_attention_dim=config.context_in_dim,
         pooled_projection_dim=config.vec_in_dim,
-        guidance_embeds=False,
+        guidance_embeds=config.guidance_embed,
         axes_dims_rope=config.axes_dim,
     )
 
@@ -97,12 +99,14 @@ def mmdit_forward(
     y_vec: torch.Tensor,
     timesteps: torch.Tensor,
     img_ids: torch.Tensor,
+    guidance: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One call in the official signature.
 
     img (B, N, in_channels) packed latent; cond (B, N, cond_channels) packed [mask, masked_ref];
     txt (B, L, context_in_dim); y_vec (B, vec_in_dim); timesteps (B,) flow time t in [0, 1];
-    img_ids (N, 3) float (t, h, w) positions shared by the batch. Returns the velocity (B, N, in_channels).
+    img_ids (N, 3) float (t, h, w) positions shared by the batch; guidance (B,) the guidance scale,
+    only for models with `guidance_embed`. Returns the velocity (B, N, in_channels).
     """
     hidden = img if cond is None else torch.cat([img, cond.to(img.dtype)], dim=-1)
     txt_ids = torch.zeros(txt.shape[1], 3, dtype=img_ids.dtype, device=img_ids.device)
@@ -113,5 +117,6 @@ def mmdit_forward(
         timestep=timesteps,  # diffusers multiplies by 1000 inside, as the official model does
         img_ids=img_ids,
         txt_ids=txt_ids,
+        guidance=guidance,  # scaled by 1000 inside, like the timestep
         return_dict=False,
     )[0]

@@ -74,6 +74,11 @@ def _one_to_one_names(config: MMDiTConfig) -> list[tuple[str, str]]:
         ("vector_in.out_layer", "time_text_embed.text_embedder.linear_2"),
         ("final_layer.linear", "proj_out"),
     ]
+    if config.guidance_embed:
+        names += [
+            ("guidance_in.in_layer", "time_text_embed.guidance_embedder.linear_1"),
+            ("guidance_in.out_layer", "time_text_embed.guidance_embedder.linear_2"),
+        ]
     for i in range(config.depth):
         names += _double_block_names(i)
     for i in range(config.depth_single_blocks):
