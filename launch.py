@@ -12,6 +12,9 @@ import signal
 import sys
 
 
+DEFAULT_MAX_UPLOAD_MB = 50
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python launch.py", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
@@ -24,7 +27,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument("--output-dir", default="outputs", help="where videos and sidecars go (default ./outputs)")
     parser.add_argument("--runs-dir", default="runs", help="fine-tune runs; their LoRAs feed the LoRA picker")
-    return parser.parse_args(argv)
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                        help=f"largest upload accepted, in MB (default {DEFAULT_MAX_UPLOAD_MB}: reference images and "
+                        "videos are far smaller)")
+    args = parser.parse_args(argv)
+    if not args.max_upload_mb > 0:
+        parser.error(f"--max-upload-mb must be > 0, got {args.max_upload_mb:g}")
+    return args
 
 
 def _stop_on_sigterm(signum, frame):
@@ -58,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.queue()
     _, local_url, share_url = demo.launch(
         server_name=args.host, server_port=args.port, share=args.share or None, prevent_thread_lock=True,
-        allowed_paths=allowed_paths(config), show_error=True, quiet=True, css=CSS,
+        allowed_paths=allowed_paths(config), max_file_size=int(args.max_upload_mb * 1024 * 1024),
+        show_error=True, quiet=True, css=CSS,
     )
     print(f"Open-Sora Studio is running on {local_url} (model preset: {services.default_preset})", flush=True)
     if share_url:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from opensora.checkpoints import default_preset_name, file_status
+from opensora.checkpoints import FileStatus, default_preset_name, file_status
 from opensora.errors import UserError
 from opensora.presets import Preset, available_presets, load_preset
 
@@ -16,14 +16,14 @@ def preset(name: str) -> Preset:
 
 @dataclass
 class PresetAvailability:
-    selectable: list[str]  # every file present (or random weights)
-    missing: dict[str, list[str]]  # preset -> missing file paths
+    selectable: list[str]  # every file present and readable (or random weights)
+    missing: dict[str, list[str]]  # preset -> missing file paths, broken ones as "path (what is wrong)"
 
     def help_markdown(self, ckpt_dir: Path) -> str:
         """Why the other presets cannot be picked, and how to get them."""
         if not self.missing:
             return ""
-        lines = ["**Other presets** (files missing in `%s`):" % ckpt_dir]
+        lines = ["**Other presets** (files missing or broken in `%s`):" % ckpt_dir]
         for name, paths in self.missing.items():
             shown = ", ".join(f"`{p}`" for p in paths)
             how = preset(name).download
@@ -35,7 +35,7 @@ def availability(ckpt_dir: Path) -> PresetAvailability:
     selectable, missing = [], {}
     for name in available_presets():
         try:
-            absent = [str(s.path) for s in file_status(preset(name), ckpt_dir) if not s.present]
+            absent = [s.describe() for s in file_status(preset(name), ckpt_dir) if not s.ready]
         except UserError:  # a broken TOML must not take the app down; it just is not offered
             continue
         if absent:
@@ -56,7 +56,7 @@ def check_selectable(name: str, ckpt_dir: Path) -> Preset:
         raise UserError("pick a model preset")
     if name.endswith(".toml"):
         p = preset(name)
-        missing = [str(s.path) for s in file_status(p, ckpt_dir) if not s.present]
+        missing = [s.describe() for s in file_status(p, ckpt_dir) if not s.ready]
     else:
         info = availability(ckpt_dir)
         if name not in info.selectable and name not in info.missing:
@@ -84,8 +84,29 @@ def banner_markdown(active: str, ckpt_dir: Path) -> str:
         fallback = "the bundled demo model" if p.weights == "bundled" else "a tiny model with random weights (noise-like videos)"
         official = [n for n in available_presets() if preset(n).weights == "official" and preset(n).download]
         how = f" (`{preset(official[0]).download}`)" if official else ""
-        text += (
-            f"\n\n**No official Open-Sora 2.0 checkpoint found in `{ckpt_dir}`:** running {fallback}. "
-            f"Put the official files there{how} and restart to use the real model."
-        )
+        broken = broken_official_files(ckpt_dir)
+        if broken:
+            text += (
+                f"\n\n**The official checkpoint in `{ckpt_dir}` cannot be used:** "
+                + "; ".join(f"`{s.path.name}`: {s.problem}" for s in broken)
+                + f". Running {fallback} instead. Replace those files{how} and restart to use the real model."
+            )
+        else:
+            text += (
+                f"\n\n**No official Open-Sora 2.0 checkpoint found in `{ckpt_dir}`:** running {fallback}. "
+                f"Put the official files there{how} and restart to use the real model."
+            )
     return text
+
+
+def broken_official_files(ckpt_dir: Path) -> list[FileStatus]:
+    """Official files that are there but do not read (0 bytes, cut short, empty config.json)."""
+    seen, broken = set(), []
+    for name in available_presets():
+        if preset(name).weights != "official":
+            continue
+        for status in file_status(preset(name), ckpt_dir):
+            if status.present and status.problem and status.path not in seen:
+                seen.add(status.path)
+                broken.append(status)
+    return broken

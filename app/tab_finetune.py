@@ -5,17 +5,33 @@ API endpoints: `/finetune-start`, `/finetune-stop`, `/finetune-resume`."""
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import gradio as gr
-import pandas as pd
+from gradio.utils import get_upload_folder
 
 from app.config import AppConfig
+from app.loss_plot import loss_svg
 from app.presets_info import availability
 from app.progress import format_seconds
-from app.training_runs import RunSpec, RunView, TrainingRuns, config_for_preset, lora_choices, training_configs
+from app.training_runs import (
+    RunSpec,
+    RunView,
+    TrainingRuns,
+    check_dataset_location,
+    config_for_preset,
+    lora_choices,
+    training_configs,
+)
 from opensora.errors import UserError
 
 POLL_S = 1.0
+DATA_DIR = Path("data")  # where the README's `render-shapes --out data/...` writes
+INITS = [("the preset's weights (fine-tune)", "preset"), ("random weights (train from scratch)", "random")]
+# Newest line at the bottom and in view: a column-reverse box starts scrolled to its end.
+LOG_BOX = ('<div class="finetune-log-box" style="height: 20em; overflow-y: auto; display: flex; '
+           'flex-direction: column-reverse; border: 1px solid #8884; border-radius: 6px; padding: 0 8px">'
+           '<pre style="margin: 0; white-space: pre-wrap; font-size: 0.8em">{}</pre></div>')
 
 
 def status_html(view: RunView) -> str:
@@ -32,38 +48,53 @@ def status_html(view: RunView) -> str:
     )
 
 
-def loss_frame(view: RunView) -> pd.DataFrame:
-    rows = [(m["step"], m["loss"]) for m in view.metrics if isinstance(m.get("loss"), (int, float))]
-    return pd.DataFrame(rows, columns=["step", "loss"])
+def loss_plot_html(view: RunView) -> str:
+    rows = [(int(m["step"]), float(m["loss"])) for m in view.metrics
+            if isinstance(m.get("step"), int) and isinstance(m.get("loss"), (int, float))]
+    return loss_svg([s for s, _ in rows], [v for _, v in rows])
+
+
+def log_html(view: RunView) -> str:
+    return LOG_BOX.format(html.escape(view.log_tail or "(no log yet)"))
+
+
+def dataset_roots(config: AppConfig) -> list[Path]:
+    """Where datasets may come from: the runs folder, ./data, and files uploaded to this app."""
+    return [Path(config.runs_dir).resolve(), DATA_DIR.resolve(), Path(get_upload_folder()).resolve()]
 
 
 def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, default_preset: str,
                        lora_pickers: list) -> None:
     """`lora_pickers`: the video tabs' LoRA dropdowns, refreshed when a LoRA appears."""
     presets = availability(config.ckpt_dir).selectable
+    roots = dataset_roots(config)
     gr.Markdown(
         f"Trains with `python -m training finetune` in a separate process; runs live in `{config.runs_dir}`. "
-        "Dataset: a CSV (`path,text`) or a folder of videos, each with a same-name `.txt` caption."
+        f"Dataset: a CSV (`path,text`) or a folder of videos, each with a same-name `.txt` caption, inside "
+        f"`{config.runs_dir}` or `{DATA_DIR}` (e.g. `python -m training render-shapes --out data/shapes --num 16 --frames 9`, "
+        "then `data/shapes/data.csv`)."
     )
+    configs = training_configs()
+    config_name = config_for_preset(default_preset, configs)
+    first = configs.get(config_name)
     with gr.Row():
         with gr.Column():
             with gr.Row():
                 name = gr.Textbox(label="Run name", value=f"{default_preset}-lora", elem_classes=["run-name"])
-                existing = gr.Dropdown(runs.run_names(), value=None, label="Existing runs", allow_custom_value=False)
-            dataset = gr.Textbox(label="Dataset (CSV file or folder)", placeholder="data/my_clips/",
+                existing = gr.Dropdown(runs.run_names(), value=None, label="Existing runs", allow_custom_value=False,
+                                       elem_classes=["existing-runs"])
+            dataset = gr.Textbox(label="Dataset (CSV file or folder)", placeholder="data/shapes/data.csv",
                                  elem_classes=["dataset-path"])
-            configs = training_configs()
-            config_name = config_for_preset(default_preset, configs)
-            first = configs.get(config_name)
             with gr.Row():
                 preset = gr.Dropdown(presets, value=default_preset, label="Preset")
-                settings = gr.Dropdown(list(configs), value=config_name, label="Training settings",
-                                     info="presets/train-NAME.toml; the fields here override it")
+                settings = gr.Dropdown([(d.label(n), n) for n, d in configs.items()], value=config_name,
+                                       label="Training settings", info="presets/train-NAME.toml; the fields here override it")
+            init = gr.Radio(INITS, value=first.init if first else "preset", label="Start from",
+                            info="training from scratch needs Method Full and many steps")
             with gr.Row():
-                method = gr.Radio(["LoRA", "Full"], value="Full" if first and first.mode == "full" else "LoRA",
-                                  label="Method")
+                method = gr.Radio(["LoRA", "Full"], value=method_of(first), label="Method")
                 rank = gr.Dropdown([4, 8, 16, 32, 64, 128], value=first.lora_rank if first else 16, label="LoRA rank",
-                                   allow_custom_value=True)
+                                   allow_custom_value=True, visible=method_of(first) == "LoRA")
                 steps = gr.Number(value=first.steps if first else 100, precision=0, minimum=1, label="Steps")
                 lr = gr.Number(value=first.lr if first else 1e-4, minimum=0, label="Learning rate")
             with gr.Row():
@@ -73,18 +104,18 @@ def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, d
             note = gr.Markdown(label="message", elem_classes=["finetune-note"])
         with gr.Column():
             status = gr.HTML(status_html(RunView(name="", state="not started")))
-            plot = gr.LinePlot(loss_frame(RunView(name="", state="")), x="step", y="loss", title="Loss", height=240)
-            log = gr.Textbox(label="Log (tail)", lines=14, max_lines=14, autoscroll=True, interactive=False,
-                             elem_classes=["finetune-log"])
+            plot = gr.HTML(loss_plot_html(RunView(name="", state="")), label="Loss", elem_classes=["finetune-loss"])
+            log = gr.HTML(log_html(RunView(name="", state="")), label="Log (tail)", elem_classes=["finetune-log"])
     timer = gr.Timer(POLL_S, active=False)
     known = gr.State([value for _, value in lora_choices(config.runs_dir)])
+    private = dict(api_visibility="private", queue=False)
 
     def show(run_name: str, known_loras: list):
         view = runs.view(run_name) if run_name else RunView(name="", state="not started")
         choices = lora_choices(config.runs_dir)
         values = [value for _, value in choices]
         picker = gr.update(choices=choices) if values != known_loras else gr.update()
-        return (status_html(view), loss_frame(view), view.log_tail, gr.Timer(active=view.active), values,
+        return (status_html(view), loss_plot_html(view), log_html(view), gr.Timer(active=view.active), values,
                 *[picker for _ in lora_pickers])
 
     watch_outputs = [status, plot, log, timer, known, *lora_pickers]
@@ -93,26 +124,32 @@ def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, d
         # Picking other training settings shows their values (the user may still change them).
         d = configs.get(name or "")
         if d is None:
-            return gr.update(), gr.update(), gr.update(), gr.update()
-        return "Full" if d.mode == "full" else "LoRA", d.lora_rank, d.steps, d.lr
+            return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+        return d.init, method_of(d), d.lora_rank, d.steps, d.lr
 
     def preset_changed(name: str):
         chosen = config_for_preset(name, configs)
         return chosen, *defaults(chosen)
 
-    preset.input(preset_changed, preset, [settings, method, rank, steps, lr], api_visibility="private", queue=False)
-    settings.input(defaults, settings, [method, rank, steps, lr], api_visibility="private", queue=False)
+    fields = [init, method, rank, steps, lr]
+    preset.input(preset_changed, preset, [settings, *fields], **private)
+    settings.input(defaults, settings, fields, **private)
+    # From scratch trains every weight (a LoRA needs trained weights to adapt); the two follow each other.
+    init.input(lambda value, m: "Full" if value == "random" else m, [init, method], method, **private)
+    method.input(lambda m, value: "preset" if m == "LoRA" else value, [method, init], init, **private)
+    method.change(lambda m: gr.update(visible=m == "LoRA"), method, rank, **private)
 
     def start_run(run_name: str, dataset: str, preset: str, training_settings: str | None, method: str,
-                  lora_rank: int, steps: int, lr: float):
+                  lora_rank: int, steps: int, lr: float, init: str = "preset"):
         """Start a fine-tune run. Returns a status line."""
         error = None
         try:
             spec = RunSpec(name=(run_name or "").strip(), preset=preset, data=dataset or "",
                            lora_rank=0 if method == "Full" else int(lora_rank), steps=int(steps), lr=float(lr),
-                           config=training_settings or None)
+                           config=training_settings or None, init=init or "preset")
             if preset not in presets:
                 raise UserError(f"preset {preset!r} is not available here; pick one of {', '.join(presets)}")
+            check_dataset_location(spec.data, roots)
             runs.start(spec)
         except UserError as err:
             error = str(err)
@@ -122,7 +159,7 @@ def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, d
 
     def stop_run(run_name: str):
         """Stop a run cleanly (checkpoint + status "stopped")."""
-        return f"stopping {run_name}" if runs.stop(run_name) else f"{run_name} is not running in this app"
+        return f"stopping {run_name}" if runs.stop(run_name) else f"{run_name} is not training"
 
     def resume_run(run_name: str):
         """Resume a stopped run (the same command + --resume auto)."""
@@ -135,21 +172,35 @@ def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, d
             raise gr.Error(error)
         return f"resumed {run_name}"
 
-    for button, fn, inputs, api in ((start, start_run, [name, dataset, preset, settings, method, rank, steps, lr], "finetune-start"),
+    run_names = gr.State([])
+
+    def refresh_runs(shown: list):
+        names = runs.run_names()
+        return (gr.update(choices=names) if names != shown else gr.update()), names
+
+    start_inputs = [name, dataset, preset, settings, method, rank, steps, lr, init]
+    for button, fn, inputs, api in ((start, start_run, start_inputs, "finetune-start"),
                                     (stop, stop_run, [name], "finetune-stop"),
                                     (resume, resume_run, [name], "finetune-resume")):
         button.click(fn, inputs, note, api_name=api).success(
             show, [name, known], watch_outputs, api_visibility="private", show_progress="hidden").then(
-            lambda: gr.update(choices=runs.run_names()), None, existing, api_visibility="private")
-    existing.input(lambda run: run, existing, name, api_visibility="private", queue=False).then(
+            refresh_runs, run_names, [existing, run_names], api_visibility="private")
+    # Opening and closing the list without a pick sends None: the typed name stays.
+    existing.input(lambda run: run or gr.update(), existing, name, **private).then(
         show, [name, known], watch_outputs, api_visibility="private", show_progress="hidden")
     timer.tick(show, [name, known], watch_outputs, api_visibility="private", show_progress="hidden")
 
     def on_load(run_name: str, known_loras: list):
-        # A reloaded page keeps showing the run that is training now. Otherwise the name is left
-        # alone: this runs after the page is up, and a name typed meanwhile must survive it.
+        # A reloaded page lists the runs on disk and keeps showing the run that trains now (also one
+        # started before an app restart). Otherwise the name is left alone: this runs after the page
+        # is up, and a name typed meanwhile must survive it.
         running = runs.running_name()
-        return running or gr.update(), *show(running or run_name, known_loras)
+        names = runs.run_names()
+        return running or gr.update(), *show(running or run_name, known_loras), gr.update(choices=names), names
 
-    demo.load(on_load, [name, known], [name, *watch_outputs], api_visibility="private", show_progress="hidden")
+    demo.load(on_load, [name, known], [name, *watch_outputs, existing, run_names], api_visibility="private",
+              show_progress="hidden")
 
+
+def method_of(defaults) -> str:
+    return "Full" if defaults is not None and defaults.mode == "full" else "LoRA"

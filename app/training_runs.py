@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from opensora.errors import UserError
+from opensora.lora import lora_preset
+from training.run_lock import lock_holder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAINER_COMMAND = (sys.executable, "-m", "training", "finetune")
@@ -39,9 +41,17 @@ class TrainDefaults:
 
     preset: str | None
     mode: str = "lora"
+    init: str = "preset"  # "preset": fine-tune the preset's weights; "random": train from scratch
     steps: int = 100
     lr: float = 1e-4
     lora_rank: int = 16
+
+    def label(self, name: str) -> str:
+        """What the settings do, for the picker: training from scratch must not look like a fine-tune."""
+        if self.init == "random":
+            return f"{name}: train {self.preset or 'the'} MMDiT from scratch (random weights, full)"
+        what = "LoRA fine-tune" if self.mode == "lora" else "full fine-tune"
+        return f"{name}: {what} of {self.preset}" if self.preset else f"{name}: {what} (any preset)"
 
 
 def training_configs(folder: Path = REPO_ROOT / "presets") -> dict[str, TrainDefaults]:
@@ -53,27 +63,35 @@ def training_configs(folder: Path = REPO_ROOT / "presets") -> dict[str, TrainDef
         except (OSError, tomllib.TOMLDecodeError):
             continue  # the trainer reports a broken file when it is used
         configs[path.stem.removeprefix("train-")] = TrainDefaults(
-            preset=data.get("preset"), mode=data.get("mode", "lora"), steps=int(data.get("steps", 100)),
-            lr=float(data.get("optim", {}).get("lr", 1e-4)), lora_rank=int(data.get("lora", {}).get("rank", 16)),
+            preset=data.get("preset"), mode=data.get("mode", "lora"), init=data.get("init", "preset"),
+            steps=int(data.get("steps", 100)), lr=float(data.get("optim", {}).get("lr", 1e-4)),
+            lora_rank=int(data.get("lora", {}).get("rank", 16)),
         )
     return configs
 
 
 def config_for_preset(preset: str, configs: dict[str, TrainDefaults]) -> str | None:
-    """The settings written for this preset (e.g. train-tiny.toml for tiny-random), else "default"."""
-    for name, defaults in configs.items():
-        if defaults.preset == preset:
-            return name
-    return "default" if "default" in configs else None
+    """The settings written for this preset (e.g. train-tiny.toml for tiny-random), preferring a
+    LoRA fine-tune of its weights over other modes and over training from scratch; else "default"."""
+    written = [name for name, d in configs.items() if d.preset == preset]
+    ranked = sorted(written, key=lambda n: (configs[n].init != "preset", configs[n].mode != "lora"))
+    if ranked and configs[ranked[0]].init == "preset":
+        return ranked[0]
+    return "default" if "default" in configs else (ranked[0] if ranked else None)
 
 
 # ---------------------------------------------------------------------------- LoRA picker
-def lora_choices(runs_dir: Path, keep: str = "") -> list[tuple[str, str]]:
-    """("label", path) for every finished LoRA in RUNS_DIR/*/lora.safetensors, "none" first."""
+def lora_choices(runs_dir: Path, keep: str = "", preset: str | None = None) -> list[tuple[str, str]]:
+    """("label", path) for every finished LoRA in RUNS_DIR/*/lora.safetensors, "none" first.
+
+    preset: only the LoRAs made for this preset (as recorded in the LoRA file; the run's launch
+    settings for a file without one). `keep` (e.g. a sidecar's LoRA) stays listed regardless."""
     choices = [("none", "")]
     for path in sorted(Path(runs_dir).glob(f"*/{LORA_FILE}")):
-        launch = _read_json(path.parent / LAUNCH_FILE) or {}
-        label = path.parent.name + (f" ({launch['preset']})" if launch.get("preset") else "")
+        made_for = lora_preset(path) or (_read_json(path.parent / LAUNCH_FILE) or {}).get("preset")
+        if preset is not None and made_for != preset:
+            continue
+        label = path.parent.name + (f" ({made_for})" if made_for else "")
         choices.append((label, str(path.resolve())))
     if keep and keep not in {value for _, value in choices}:
         choices.append((Path(keep).parent.name, keep))  # e.g. a sidecar's LoRA from elsewhere
@@ -81,6 +99,20 @@ def lora_choices(runs_dir: Path, keep: str = "") -> list[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------------------- datasets
+def check_dataset_location(source: str, roots: list[Path]) -> None:
+    """Refuse a dataset outside ROOTS (the runs and data folders, uploads) with the same words
+    whether or not it exists: an API caller must not learn which paths the server has."""
+    text = (source or "").strip()
+    if not text:
+        return  # dataset_csv asks for one
+    path = Path(text).expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+    resolved = path.resolve()  # symlinks and ".." too
+    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
+        raise UserError(f"dataset {text!r} is outside the folders the app trains from; put it under "
+                        + " or ".join(str(root) for root in roots[:2]))
+
+
 def dataset_csv(source: str, run_dir: Path) -> Path:
     """A CSV as is, or a folder of videos with same-name .txt captions -> RUN_DIR/data.csv."""
     path = Path(source.strip()).expanduser() if source and source.strip() else None
@@ -119,6 +151,7 @@ class RunSpec:
     steps: int = 100
     lr: float = 1e-4
     config: str | None = None  # presets/train-NAME.toml; flags above override it
+    init: str = "preset"  # "preset": start from the preset's weights; "random": train from scratch (full only)
 
 
 @dataclass
@@ -126,7 +159,7 @@ class RunView:
     """Everything the tab shows about one run."""
 
     name: str
-    state: str  # running, finished, failed, stopped, exited, not started
+    state: str  # starting, running, stopping, finished, failed, stopped, exited, interrupted, not started
     step: int = 0
     total_steps: int = 0
     message: str = ""
@@ -198,11 +231,24 @@ class TrainingRuns:
                       key=lambda n: -(self.runs_dir / n).stat().st_mtime)
 
     def running_name(self) -> str | None:
+        """The run training now: one this app started, else one whose trainer holds its folder's
+        lock (started before an app restart, or on the command line)."""
         with self._lock:
             for name, proc in self._procs.items():
                 if proc.poll() is None:
                     return name
+        for name in self.run_names():
+            if lock_holder(self.runs_dir / name):
+                return name
         return None
+
+    def trainer_pid(self, name: str) -> int | None:
+        """pid of the trainer working in run NAME now (ours or not), None when none is."""
+        with self._lock:
+            proc = self._procs.get(name)
+            if proc is not None and proc.poll() is None:
+                return proc.pid
+        return lock_holder(self.run_dir(name))
 
     # ------------------------------------------------------------------ actions
     def start(self, spec: RunSpec) -> Path:
@@ -213,10 +259,15 @@ class TrainingRuns:
         if spec.steps < 1 or spec.lora_rank < 0 or not spec.lr > 0:
             raise UserError(f"steps must be >= 1 (got {spec.steps}), LoRA rank >= 0 (got {spec.lora_rank}), "
                             f"learning rate > 0 (got {spec.lr})")
+        if spec.init not in ("preset", "random"):
+            raise UserError(f"start from {spec.init!r}: allowed are preset (fine-tune its weights) and random (from scratch)")
+        if spec.init == "random" and spec.lora_rank:
+            raise UserError("training from scratch (random weights) trains every weight: choose Method Full, "
+                            "or start from the preset's weights for a LoRA")
         data = dataset_csv(spec.data, run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         args = ["--config", spec.config] if spec.config else []
-        args += ["--preset", spec.preset, "--data", str(data), "--output-dir", str(run_dir),
+        args += ["--preset", spec.preset, "--init", spec.init, "--data", str(data), "--output-dir", str(run_dir),
                  "--steps", str(spec.steps), "--lr", str(spec.lr)]
         args += ["--mode", "full"] if spec.lora_rank == 0 else ["--mode", "lora", "--lora-rank", str(spec.lora_rank)]
         (run_dir / LAUNCH_FILE).write_text(json.dumps({**asdict(spec), "args": args}, indent=2) + "\n", encoding="utf-8")
@@ -225,6 +276,9 @@ class TrainingRuns:
 
     def resume(self, name: str) -> Path:
         run_dir = self.run_dir(name)
+        pid = self.trainer_pid(name)
+        if pid:  # a second trainer would repeat steps and overwrite the first one's checkpoints
+            raise UserError(f"run {name} is still training (trainer pid {pid}): Stop it first, or wait for it to end")
         launch = _read_json(run_dir / LAUNCH_FILE)
         if not launch or not isinstance(launch.get("args"), list):
             raise UserError(f"run {name} was not started from this app ({run_dir / LAUNCH_FILE} is missing); "
@@ -237,14 +291,25 @@ class TrainingRuns:
         return run_dir
 
     def stop(self, name: str) -> bool:
-        """SIGTERM: the trainer checkpoints and writes status "stopped". False if not running."""
+        """SIGTERM: the trainer checkpoints and writes status "stopped". Also a trainer this app did
+        not start (one that kept running across an app restart), found by its run folder's lock.
+        False if nothing trains in that run."""
         with self._lock:
             proc = self._procs.get(name)
-            if proc is None or proc.poll() is not None:
-                return False
+            if proc is not None and proc.poll() is None:
+                self._stopping.add(name)
+                proc.send_signal(signal.SIGTERM)
+                return True
+        pid = lock_holder(self.run_dir(name))
+        if not pid or pid < 0:
+            return False
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        with self._lock:
             self._stopping.add(name)
-            proc.send_signal(signal.SIGTERM)
-            return True
+        return True
 
     def stop_all(self, wait_s: float = 30.0) -> None:
         """On app exit: stop running trainers cleanly (they would otherwise run on, orphaned)."""
@@ -261,7 +326,9 @@ class TrainingRuns:
     def _check_idle(self) -> None:
         running = self.running_name()
         if running:
-            raise UserError(f"run {running} is still training: stop it first (one run at a time)")
+            pid = self.trainer_pid(running)
+            raise UserError(f"run {running} is still training{f' (trainer pid {pid})' if pid else ''}: "
+                            "stop it first (one run at a time)")
 
     def _spawn(self, name: str, args: list[str]) -> None:
         run_dir = self.run_dir(name)
@@ -289,14 +356,25 @@ class TrainingRuns:
             proc = self._procs.get(name)
             code = None if proc is None else proc.poll()
             stopping = name in self._stopping
-        state = status.get("state") or ("starting" if proc is not None and code is None else "not started")
-        message = status.get("message") or ""
-        if proc is not None and code is None and stopping and state == "running":
-            state = "stopping"
-        if proc is not None and code is not None and state in ("running", "starting", "not started"):
+        live = {proc.pid} if proc is not None and code is None else set()
+        holder = lock_holder(run_dir)
+        if holder:
+            live.add(holder)
+        state, message = status.get("state"), status.get("message") or ""
+        if live:
+            if status.get("pid") not in live:
+                # status.json is still the previous session's (e.g. "stopped" right after Resume):
+                # this trainer has not written its own yet.
+                state, message = "starting", "starting the trainer"
+            if stopping and state in ("starting", "running"):
+                state = "stopping"
+        elif proc is not None and code is not None and state in (None, "running", "starting", "not started"):
             state, message = "exited", f"the trainer exited with code {code} (see the log)"
+        elif state == "running":  # no process and no lock: it died without a last word
+            state, message = "interrupted", "the trainer is gone (killed?); Resume continues from the last checkpoint"
+        state = state or "not started"
         log_name = "train.log" if (run_dir / "train.log").is_file() else CONSOLE_LOG
-        log = tail(run_dir / log_name)
+        log = compact_log(tail(run_dir / log_name, lines=60), keep=30)
         if state in ("exited", "failed") and log_name != CONSOLE_LOG:
             log += "\n--- console ---\n" + tail(run_dir / CONSOLE_LOG, 15)
         lora = run_dir / LORA_FILE
@@ -306,3 +384,15 @@ class TrainingRuns:
             eta_s=metrics[-1].get("eta_s") if metrics and state == "running" else None,
             metrics=metrics, log_tail=log, lora=lora if lora.is_file() else None,
         )
+
+
+_CHECKPOINT_LINE = re.compile(r"saved checkpoint |removed old checkpoint ")
+
+
+def compact_log(text: str, keep: int = 30) -> str:
+    """The last KEEP lines, with each run of checkpoint lines folded into its newest one (they
+    would otherwise fill the tail of a long run)."""
+    lines = text.splitlines()
+    kept = [line for i, line in enumerate(lines)
+            if not (_CHECKPOINT_LINE.search(line) and i + 1 < len(lines) and _CHECKPOINT_LINE.search(lines[i + 1]))]
+    return "\n".join(kept[-keep:])

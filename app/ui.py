@@ -3,8 +3,6 @@ history refresh). `build_app(config)` -> (Blocks, Services); launch.py launches 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +36,17 @@ class Services:
     cancels: CancelRegistry
 
 
+# Gradio's temp copies of results and uploads: every hour, those older than a day are deleted
+# (an exposed app would otherwise fill its disk).
+TEMP_CACHE_CLEANUP_S = (3600, 24 * 3600)  # (how often, minimum age)
+
+
 def allowed_paths(config: AppConfig) -> list[str]:
-    """Gradio may serve files from the output folder and its own temp/cache folder, nothing else."""
-    gradio_tmp = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
-    return [str(config.output_dir), gradio_tmp]
+    """Gradio may serve files from the output folder, nothing else. Its own upload/temp folder is
+    not listed: Gradio serves what it created there itself, and serves uploads of unsafe types
+    (HTML, SVG) as attachments only; listed here, they would come back inline, as a page that
+    runs its scripts in the app's origin."""
+    return [str(config.output_dir)]
 
 
 def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
@@ -52,7 +57,7 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
     handler = GenerateHandler(config, services.cache, services.cancels)
     demo_available = "demo" in availability(config.ckpt_dir).selectable
 
-    with gr.Blocks(title="Open-Sora Studio") as demo:
+    with gr.Blocks(title="Open-Sora Studio", delete_cache=TEMP_CACHE_CLEANUP_S) as demo:
         gr.Markdown("# Open-Sora Studio")
         gr.Markdown(banner_markdown(default, config.ckpt_dir), elem_classes=["model-banner"])
         with gr.Tabs() as tabs:

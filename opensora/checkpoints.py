@@ -5,7 +5,10 @@ Every key is checked before anything is loaded: missing, unexpected and wrongly 
 are reported together. Only safetensors are read; nothing is ever unpickled.
 """
 
+import json
+import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -17,6 +20,7 @@ from opensora.presets import Preset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CKPT_DIR = Path("ckpts")
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 
 
 @dataclass
@@ -24,6 +28,15 @@ class FileStatus:
     role: str  # mmdit, vae, t5, clip
     path: Path
     present: bool
+    problem: str = ""  # why a present file cannot be used (empty: it can)
+
+    @property
+    def ready(self) -> bool:
+        return self.present and not self.problem
+
+    def describe(self) -> str:
+        """`path` or `path (what is wrong)`, for messages."""
+        return f"{self.path} ({self.problem})" if self.present and self.problem else str(self.path)
 
 
 def checkpoint_root(preset: Preset, ckpt_dir: str | Path | None) -> Path:
@@ -33,27 +46,79 @@ def checkpoint_root(preset: Preset, ckpt_dir: str | Path | None) -> Path:
 
 
 def file_status(preset: Preset, ckpt_dir: str | Path | None) -> list[FileStatus]:
-    """Presence of each file a preset needs (T5/CLIP are folders holding config.json)."""
+    """Presence and validity of each file a preset needs (T5/CLIP are folders holding config.json):
+    a file only counts as ready when it reads (see `safetensors_problem`, `folder_problem`)."""
     if preset.weights == "random":
         return []
     root = checkpoint_root(preset, ckpt_dir)
     statuses = []
     for role in ("mmdit", "vae", "t5", "clip"):
         path = root / getattr(preset.files, role)
-        present = (path / "config.json").is_file() if role in ("t5", "clip") else path.is_file()
-        statuses.append(FileStatus(role, path, present))
+        folder = role in ("t5", "clip")
+        present = (path / "config.json").is_file() if folder else path.is_file()
+        problem = (folder_problem(path) if folder else safetensors_problem(path)) if present else ""
+        statuses.append(FileStatus(role, path, present, problem))
     return statuses
+
+
+def safetensors_problem(path: Path) -> str:
+    """Why `path` is not a complete safetensors file ("" when it is): the header must parse and the
+    file must be exactly as long as the header's tensors need (a download cut short is not)."""
+    stat = Path(path).stat()
+    return _safetensors_problem(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _safetensors_problem(path: str, size: int, mtime_ns: int) -> str:
+    if size == 0:
+        return "0 bytes"
+    if size < 8:
+        return f"{size} bytes, too short for a safetensors header"
+    with open(path, "rb") as f:
+        header_len = struct.unpack("<Q", f.read(8))[0]
+        if header_len > min(size - 8, MAX_HEADER_BYTES):
+            return f"not a safetensors file (header length {header_len} in a file of {size} bytes)"
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, ValueError):
+            return "not a safetensors file (unreadable header)"
+    if not isinstance(header, dict):
+        return "not a safetensors file (unreadable header)"
+    ends = [t["data_offsets"][1] for k, t in header.items()
+            if k != "__metadata__" and isinstance(t, dict) and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2]
+    if not ends:
+        return "holds no tensors"
+    expected = 8 + header_len + max(ends)
+    if size != expected:
+        return f"{size} bytes where its header needs {expected} (truncated or damaged download)"
+    return ""
+
+
+def folder_problem(path: Path) -> str:
+    """Why a text-encoder folder cannot be loaded ("" when it can): config.json must parse to a
+    JSON object, and the safetensors weights in it must be complete."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "config.json is empty or not JSON"
+    if not isinstance(config, dict):
+        return "config.json is not a JSON object"
+    for file in sorted(Path(path).glob("*.safetensors")):
+        problem = safetensors_problem(file)
+        if problem:
+            return f"{file.name}: {problem}"
+    return ""
 
 
 def require_files(preset: Preset, ckpt_dir: str | Path | None, roles: tuple[str, ...] | None = None) -> None:
     """Raise a UserError naming every missing file (of `roles`, default all) and how to get them."""
-    missing = [s for s in file_status(preset, ckpt_dir) if not s.present and (roles is None or s.role in roles)]
+    missing = [s for s in file_status(preset, ckpt_dir) if not s.ready and (roles is None or s.role in roles)]
     if not missing:
         return
-    names = "\n".join(f"  - {s.path} ({s.role})" for s in missing)
+    names = "\n".join(f"  - {s.describe()} ({s.role})" for s in missing)
     how = f"\nDownload them with:\n  {preset.download}" if preset.download else ""
     raise UserError(
-        f"preset {preset.name} needs files that are missing:\n{names}{how}\n"
+        f"preset {preset.name} needs files that are missing or broken:\n{names}{how}\n"
         f"`python -m opensora check --ckpt-dir {checkpoint_root(preset, ckpt_dir)} --preset {preset.name}` lists them."
     )
 
@@ -98,6 +163,6 @@ def default_preset_name(ckpt_dir: str | Path | None = None) -> str:
 
     names = available_presets()
     for name in ("opensora-v2-256px", "demo"):
-        if name in names and all(s.present for s in file_status(load_preset(name), ckpt_dir)):
+        if name in names and all(s.ready for s in file_status(load_preset(name), ckpt_dir)):
             return name
     return "tiny-random"

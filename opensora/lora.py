@@ -99,6 +99,17 @@ def read_lora_file(path: str | Path) -> LoraFile:
     return LoraFile(path, rank, alpha, list(targets), metadata.get("preset", "?"), pairs)
 
 
+def lora_preset(path: str | Path) -> str | None:
+    """The preset a LoRA file was trained for, from its metadata only (no tensor is read); None when
+    the file is not a readable Open-Sora Studio LoRA."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception:  # noqa: BLE001 - safetensors raises several types for bad headers
+        return None
+    return metadata.get("preset") if metadata.get("format") == LORA_FORMAT else None
+
+
 def pairs_from_file_tensors(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """module name -> (A, B) from the tensors of a LoRA file (`path` names it in errors)."""
     modules: dict[str, dict[str, torch.Tensor]] = {}
@@ -157,28 +168,22 @@ def write_lora_file(
 
 
 def check_lora_fits(lora: LoraFile, model: torch.nn.Module, preset_name: str) -> None:
-    """Every module of the LoRA exists in `model` as a Linear with matching in/out sizes."""
+    """Every module of the LoRA exists in `model` as a Linear with matching in/out sizes; otherwise
+    one line naming the preset the LoRA was made for (the module list would only bury that)."""
     layers = dict(model.named_modules())
-    missing, wrong = [], []
+    misfits = []
     for module, (a, b) in lora.pairs.items():
         layer = layers.get(module)
-        if not isinstance(layer, torch.nn.Linear):
-            missing.append(module)
-        elif a.shape != (a.shape[0], layer.in_features) or b.shape != (layer.out_features, a.shape[0]):
-            wrong.append(
-                f"{module} A{list(a.shape)} B{list(b.shape)} (layer is {layer.in_features} -> {layer.out_features})"
-            )
-    if not (missing or wrong):
+        if not isinstance(layer, torch.nn.Linear) or a.shape[1] != layer.in_features or b.shape != (layer.out_features, a.shape[0]):
+            misfits.append(module)
+    if not misfits:
         return
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} modules not in this model: {listing(missing)}")
-    if wrong:
-        problems.append(f"{len(wrong)} modules with the wrong shape: {listing(wrong)}")
+    advice = (f"pick a LoRA trained on {preset_name}, or switch the preset to {lora.preset}"
+              if lora.preset not in ("?", preset_name) else "use the preset the LoRA was trained with")
     raise UserError(
-        f"LoRA {lora.path} (made for preset {lora.preset}) does not fit preset {preset_name}:\n  "
-        + "\n  ".join(problems)
-        + "\nUse the preset the LoRA was trained with."
+        f"LoRA {lora.path} (made for preset {lora.preset}) does not fit preset {preset_name}: "
+        f"{len(misfits)} of {len(lora.pairs)} adapted layers are missing or of another size "
+        f"(first: {sorted(misfits)[0]}); {advice}"
     )
 
 

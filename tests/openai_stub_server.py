@@ -89,6 +89,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # keep test output clean
 
+    def _route(self) -> str:
+        """The path without its query string (recorded requests keep the full path)."""
+        return self.path.split("?", 1)[0].rstrip("/")
+
     def _record(self, body: Any) -> None:
         state = self.server.state
         with state.lock:
@@ -108,7 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._record(None)
-        if self.path.rstrip("/") == "/v1/models":
+        if self._route() == "/v1/models":
             models = [{"id": name, "object": "model"} for name in self.server.state.models]
             self._send_json(200, {"object": "list", "data": models})
         else:
@@ -122,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         self._record(body)
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        if self._route() != "/v1/chat/completions":
             self._send_json(404, {"error": {"message": f"no route {self.path}", "code": None}})
             return
         state = self.server.state

@@ -126,6 +126,7 @@ def test_check_lists_present_and_missing(tmp_path, capsys):
     code = main(["check", "--ckpt-dir", str(tmp_path), "--preset", "opensora-v2-256px"])
     out = capsys.readouterr().out
     assert code == 1
-    assert f"[present] vae    {tmp_path / 'hunyuan_vae.safetensors'}" in out
+    # A 1-byte file is there but not usable (#27.9): named as broken, with the reason.
+    assert f"[BROKEN] vae    {tmp_path / 'hunyuan_vae.safetensors'}: 1 bytes, too short" in out
     assert f"[MISSING] mmdit  {tmp_path / 'Open_Sora_v2.safetensors'}" in out
     assert "download: huggingface-cli download hpcai-tech/Open-Sora-v2 --local-dir ./ckpts" in out

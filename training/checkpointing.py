@@ -62,6 +62,12 @@ def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def step_of(path: Path) -> int | None:
+    """The step of a step-NNNNNN folder, from its name; None for any other name."""
+    match = _STEP_DIR.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     found = complete_checkpoints(root)
     return found[-1][1] if found else None
@@ -131,15 +137,16 @@ def read_checkpoint(path: Path) -> CheckpointData:
     path = Path(path)
     if not (path / COMPLETE_MARKER).is_file():
         raise UserError(f"{path} is not a complete checkpoint (no {COMPLETE_MARKER} file)")
+    file = path / COMPLETE_MARKER
     try:
-        step = int(json.loads((path / COMPLETE_MARKER).read_text())["step"])
+        step = int(json.loads(file.read_text())["step"])
         data = CheckpointData(step=step)
         for file in sorted(path.glob("*.safetensors")):
             data.tensors[file.stem] = load_file(str(file))
         for file in sorted(path.glob("*.json")):
             data.json[file.stem] = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"checkpoint {path} is unreadable: {err}") from None
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for truncated files
+        raise UserError(f"checkpoint {path} is unreadable: {file.name}: {err}") from None
     return data
 
 
@@ -188,8 +195,8 @@ class CheckpointSaver:
     def _write(self, data: CheckpointData) -> None:
         try:
             path = write_checkpoint(self.root, data)
-            for old in prune(self.root, self.keep_last):
-                log.info("removed old checkpoint %s", old.name)
-            log.info("saved checkpoint %s", path)
+            removed = [old.name for old in prune(self.root, self.keep_last)]
+            # One line per save: the UI shows the log's tail, which must not fill up with these.
+            log.info("saved checkpoint %s%s", path.name, f" (removed {', '.join(removed)})" if removed else "")
         except BaseException as err:  # handed to the training thread by wait()
             self._error = err

@@ -135,7 +135,7 @@ class TrainConfig:
     preset: str = ""  # model preset name or TOML path
     data: str = ""  # training CSV (path,text[,num_frames,height,width,fps,motion_score])
     output_dir: str = ""
-    buckets: str = "buckets-demo"  # bucket table: presets/buckets-NAME.toml, NAME or a path
+    buckets: str = ""  # bucket table: presets/buckets-NAME.toml, NAME or a path; "": the preset's own (preset_bucket_table)
     ckpt_dir: str = "ckpts"  # official checkpoints, for official presets
     mode: str = "lora"  # "lora" or "full"
     init: str = "preset"  # "preset": start from the preset's MMDiT weights; "random": from scratch (full mode)
@@ -333,3 +333,15 @@ def bucket_config_path(name_or_path: str) -> Path:
         known = sorted(p.stem for p in PRESET_DIR.glob("buckets-*.toml"))
         raise UserError(f"bucket table {name_or_path!r} not found ({path}); available: {', '.join(known)}")
     return path
+
+
+def preset_bucket_table(preset_name: str, resolution: str) -> str:
+    """The bucket table a preset trains on unless one is chosen: presets/buckets-<preset name>.toml,
+    else buckets-<its sampler resolution>.toml (tiny-random -> buckets-tiny, opensora-v2-256px ->
+    buckets-256px)."""
+    for name in (preset_name, resolution):
+        if (PRESET_DIR / f"buckets-{name}.toml").is_file():
+            return name
+    known = sorted(p.stem for p in PRESET_DIR.glob("buckets-*.toml"))
+    raise UserError(f"preset {preset_name} has no bucket table (presets/buckets-{preset_name}.toml or "
+                    f"buckets-{resolution}.toml); pass --buckets, one of: {', '.join(known)}")

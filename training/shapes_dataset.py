@@ -28,19 +28,17 @@ def write_dataset(
     out_dir: str | Path,
     num_clips: int,
     seed: int,
-    num_images: int | None = None,
+    num_images: int = 0,
     num_frames: int = DEFAULT_NUM_FRAMES,
     fps: float = DEFAULT_FPS,
     held_out: bool = False,
 ) -> Path:
-    """Render ``num_clips`` videos and ``num_images`` PNGs (default: a tenth of num_clips) and
-    return the path of the written data.csv. Same arguments, same files.
+    """Render ``num_clips`` videos and ``num_images`` PNGs and return the path of the written
+    data.csv. Same arguments, same files.
 
     held_out=True renders only ``HELD_OUT`` combinations (an eval set)."""
     if num_clips < 0:
         raise UserError(f"num_clips is {num_clips}; must be >= 0")
-    if num_images is None:
-        num_images = num_clips // 10
     if num_images < 0:
         raise UserError(f"num_images is {num_images}; must be >= 0")
     if num_clips + num_images == 0:

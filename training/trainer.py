@@ -50,7 +50,7 @@ from opensora.sampling.packing import image_position_ids, pack
 from training import checkpointing
 from training.checkpointing import CheckpointData, CheckpointSaver
 from training.conditioning import condition_from_clean_latent, draw_cond_types, fitting_cond_type
-from training.config import TrainConfig, bucket_config_path
+from training.config import TrainConfig, bucket_config_path, preset_bucket_table
 from training.flow_matching import (
     flow_matching_loss,
     noisy_latent,
@@ -74,6 +74,7 @@ from training.latent_cache import (
 )
 from training.lora import add_lora, load_lora_pairs, lora_output, pairs_from_state_dict
 from training.metrics import MetricsLog
+from training.run_lock import RunLock
 from training.run_status import attach_log_file, detach_log_file, write_status
 from training.train_state import (
     flatten_optimizer_state,
@@ -185,10 +186,13 @@ class Trainer:
             torch.set_num_threads(self.config.runtime.threads)
         self.accelerator = make_accelerator(self.config)
         self.main = self.accelerator.is_main_process
+        # Before any file of the run is touched: a second trainer on this folder is refused here.
+        run_lock = RunLock(self.out_dir).acquire() if self.main else None
         log_handler = attach_log_file(self.out_dir) if self.main else None
         self.metrics: MetricsLog | None = None
         self.saver = CheckpointSaver(self.checkpoint_root, self.config.checkpoint.keep_last, self.config.checkpoint.async_save)
         self.stop.install()
+        self.step = self._resume_step_hint()
         self._status("running", "setting up")
         try:
             result = self._train()
@@ -209,6 +213,8 @@ class Trainer:
             torch.set_num_threads(previous_threads)
             if log_handler is not None:
                 detach_log_file(log_handler)
+            if run_lock is not None:
+                run_lock.release()
         return result
 
     def _status(self, state: str, message: str) -> None:
@@ -220,11 +226,14 @@ class Trainer:
     def _train(self) -> TrainResult:
         c, acc = self.config, self.accelerator
         self.session_started = session_started = time.time()
-        checkpoint = self._find_resume()
-        state = checkpointing.read_checkpoint(checkpoint) if checkpoint else None
+        self.preset = load_preset(c.preset)
+        if not c.buckets:  # recorded resolved in config.json and the checkpoints
+            c.buckets = preset_bucket_table(self.preset.name, self.preset.sampler.resolution)
+        checkpoint, state = self._find_resume()
         if state is not None:
             self._check_compatible(state, checkpoint)
-        self.preset = load_preset(c.preset)
+        else:
+            self.step = 0  # a fresh start (the hint may have named a checkpoint that does not read)
         log.info("%s training of preset %s on %s for %d steps (%s)", c.mode, self.preset.name, c.data, c.steps,
                  f"{acc.num_processes} processes, {acc.device}")
         if self.main:
@@ -568,28 +577,49 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _find_resume(self) -> Path | None:
+    def _resume_step_hint(self) -> int:
+        """The step a resumed run will start from, read from folder names only, so status.json keeps
+        showing the run's real step while the set-up runs (and if the set-up fails)."""
+        if self.resume in (None, "", "none"):
+            return 0
+        if self.resume == "auto":
+            found = checkpointing.complete_checkpoints(self.checkpoint_root)
+            return found[-1][0] if found else 0
+        return checkpointing.step_of(Path(self.resume)) or 0
+
+    def _find_resume(self) -> tuple[Path | None, CheckpointData | None]:
+        """The checkpoint to continue from and its data; `auto` skips unreadable ones (e.g. a file
+        truncated by a full disk) with a warning naming the file, newest first."""
         root = self.checkpoint_root
         if self.main:
             for path in checkpointing.remove_incomplete(root):
                 log.warning("removed incomplete checkpoint %s (left by an interrupted save)", path.name)
         self.accelerator.wait_for_everyone()
-        latest = checkpointing.latest_checkpoint(root)
+        found = checkpointing.complete_checkpoints(root)
         if self.resume in (None, "", "none"):
-            if latest is not None:
+            if found:
                 raise UserError(
-                    f"{root} already holds checkpoints up to {latest.name}: pass --resume auto to continue "
+                    f"{root} already holds checkpoints up to {found[-1][1].name}: pass --resume auto to continue "
                     "that run, or choose another --output-dir"
                 )
-            return None
+            return None, None
         if self.resume == "auto":
-            if latest is None:
+            if not found:
                 log.info("--resume auto: no complete checkpoint in %s; starting at step 0", root)
-            return latest
+                return None, None
+            unreadable = []
+            for _, path in reversed(found):
+                try:
+                    return path, checkpointing.read_checkpoint(path)
+                except UserError as err:
+                    unreadable.append(path.name)
+                    log.warning("--resume auto: skipping %s: %s", path.name, err)
+            raise UserError(f"--resume auto: no checkpoint in {root} reads ({', '.join(unreadable)}); "
+                            "see the warnings above, or start a new run in another --output-dir")
         path = Path(self.resume)
         if not (path / checkpointing.COMPLETE_MARKER).is_file():
             raise UserError(f"--resume {self.resume}: not a complete checkpoint folder (use auto, none or a step-NNNNNN folder)")
-        return path
+        return path, checkpointing.read_checkpoint(path)
 
     def _check_compatible(self, state: CheckpointData, path: Path) -> None:
         before = state.json.get("trainer", {}).get("config", {})

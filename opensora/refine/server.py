@@ -7,14 +7,40 @@ model; the key is never part of it (server messages are redacted before being qu
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
 import openai
 
-from opensora.refine.settings import RefineSettings, redact
+from opensora.refine.settings import RefineSettings, display_url, redact
 
 log = logging.getLogger(__name__)
+
+REQUEST_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+_URL = re.compile(r"https?://[^\s\"'<>]+")
+
+
+class RedactRequestUrls(logging.Filter):
+    """httpx logs every request at INFO with its full URL ("HTTP Request: POST
+    http://user:pass@host/v1/chat/completions?key=..."): keep the line, drop userinfo and query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "://" in message:
+            record.msg, record.args = _URL.sub(lambda m: display_url(m.group(0)), message), None
+        return True
+
+
+def _install_request_log_filter() -> None:
+    # openai 3.x sends through httpx2 (its own logger names); older ones through httpx.
+    for name in REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactRequestUrls) for f in logger.filters):
+            logger.addFilter(RedactRequestUrls())
+
+
+_install_request_log_filter()
 
 # Official request parameters (text_conditioning_spec.md §3): near-greedy answers.
 TEMPERATURE = 0.01
@@ -38,7 +64,10 @@ def _where(settings: RefineSettings) -> str:
 def _server_message(err: openai.APIStatusError, settings: RefineSettings) -> str:
     body = err.body
     message = body.get("message") if isinstance(body, dict) else None
-    return redact(str(message or ""), settings.api_key)
+    text = str(message or "")
+    for secret in settings.url_secrets():  # a server may echo the URL it was asked for
+        text = text.replace(secret, "***")
+    return redact(text, settings.api_key)
 
 
 def _served_models(client: openai.OpenAI) -> list[str]:
@@ -132,8 +161,13 @@ def chat(settings: RefineSettings, messages: list[dict[str, Any]], max_tokens: i
             "--refine-base-url / OPENAI_BASE_URL at a local server",
             endpoint_down=True,
         )
+    userinfo = settings.url_userinfo()
+    # Credentials of the base URL travel as basic auth and query parameters, not inside the URL
+    # the client joins paths onto (and logs).
+    http_client = openai.DefaultHttpxClient(auth=userinfo) if userinfo else None
     with openai.OpenAI(
-        api_key=key, base_url=settings.endpoint, timeout=settings.timeout_s, max_retries=0
+        api_key=key, base_url=settings.request_url(), default_query=settings.url_query() or None,
+        timeout=settings.timeout_s, max_retries=0, http_client=http_client,
     ) as client:
         for attempt in range(settings.retries + 1):
             try:

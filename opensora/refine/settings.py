@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from opensora.errors import UserError
 
@@ -97,6 +97,28 @@ class RefineSettings:
 
     def display_url(self) -> str:
         return display_url(self.endpoint)
+
+    def request_url(self) -> str:
+        """The endpoint without user:password and query string: what the client joins request
+        paths onto ("/v1?key=Q" + "/chat/completions" would be a broken path)."""
+        return display_url(self.endpoint).rstrip("/")
+
+    def url_query(self) -> dict[str, str]:
+        """Query parameters of the base URL (some proxies take a key there), sent with each request."""
+        return dict(parse_qsl(urlsplit(self.base_url or "").query, keep_blank_values=True))
+
+    def url_userinfo(self) -> tuple[str, str] | None:
+        """(user, password) from the base URL, sent as HTTP basic auth; None without."""
+        parts = urlsplit(self.base_url or "")
+        if parts.username is None and parts.password is None:
+            return None
+        return unquote(parts.username or ""), unquote(parts.password or "")
+
+    def url_secrets(self) -> list[str]:
+        """What of the base URL must never be shown: password, user, query values (of 4+ characters:
+        a flag like "1" is no secret, and blanking it would mangle messages)."""
+        userinfo = self.url_userinfo() or ()
+        return [value for value in (*userinfo, *self.url_query().values()) if len(value) >= 4]
 
 
 def display_url(url: str) -> str:

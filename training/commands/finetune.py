@@ -17,7 +17,7 @@ OPTIONS: list[tuple[str, str, type, str]] = [
     ("--preset", "preset", str, "model preset to fine-tune: a name in presets/ (e.g. tiny-random, demo, opensora-v2-256px) or a TOML path"),
     ("--data", "data", str, "training CSV in the Open-Sora format: path,text[,num_frames,height,width,fps,motion_score]; relative paths are relative to the CSV"),
     ("--output-dir", "output_dir", str, "run folder: metrics.jsonl, status.json, train.log, checkpoints/, and lora.safetensors or model.safetensors at the end"),
-    ("--buckets", "buckets", str, "bucket table (resolutions, aspect ratios, frame counts, batch sizes): presets/buckets-NAME.toml by NAME, or a TOML path"),
+    ("--buckets", "buckets", str, "bucket table (resolutions, aspect ratios, frame counts, batch sizes): presets/buckets-NAME.toml by NAME, or a TOML path; unset: the preset's own, presets/buckets-PRESET.toml or buckets-RESOLUTION.toml"),
     ("--ckpt-dir", "ckpt_dir", str, "folder with the official checkpoints (official presets only)"),
     ("--mode", "mode", str, f"what is trained: {' or '.join(MODES)} (lora: a small adapter; full: every MMDiT weight)"),
     ("--init", "init", str, "preset: start from the preset's MMDiT weights; random: train the MMDiT from scratch (mode full; the VAE and text encoders still come from the preset's files)"),
@@ -69,6 +69,8 @@ def _default(dotted: str):
 
 def _default_text(dotted: str) -> str:
     value = _default(dotted)
+    if dotted == "buckets":
+        return "built-in default: the preset's table"
     return "required, here or in the --config TOML" if value == "" else f"built-in default: {value!r}"
 
 

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num", type=int, required=True, help="number of video clips")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same dataset (default 0)")
     parser.add_argument(
-        "--num-images", type=int, default=None, help="single-frame PNG samples (default: --num / 10)"
+        "--num-images", type=int, default=0,
+        help="single-frame PNG samples besides the clips (default 0: --num N writes N samples)",
     )
     parser.add_argument(
         "--frames", type=int, default=DEFAULT_NUM_FRAMES, help=f"frames per clip (default {DEFAULT_NUM_FRAMES})"
