@@ -53,23 +53,38 @@ def test_official_layout_file_loads_unchanged_and_decodes_like_the_fixture(tmp_p
     assert "encoder.extra.weight" in str(err.value)
 
 
-def test_latent_shapes_follow_the_frame_rule():
+def test_encoded_and_decoded_frames_follow_the_frame_rule():
     config = DCAEConfig(**SMALL)
     model = VideoDCAE(config).eval()
     for frames in (1, 8, 12):
-        assert config.check_num_frames(frames) == frames
+        assert config.check_frames(frames) == frames
         with torch.no_grad():
             latent = model.encode(torch.zeros(1, 3, frames, 64, 32))
             video = model.decode(latent)
-        assert latent.shape == (1, 8, config.latent_frames(frames), 2, 1)
+        assert latent.shape == (1, 8, config.encoded_frames(frames), 2, 1)
         assert video.shape == (1, 3, config.decoded_frames(latent.shape[2]), 64, 32) == (1, 3, frames, 64, 32)
-    assert [config.latent_frames(n) for n in (1, 32, 128, 129)] == [1, 8, 32, 32]
 
 
-@pytest.mark.parametrize("frames", [0, 2, 4, 9, 33, 129, 132, "8"])
-def test_frame_counts_the_dc_ae_cannot_take_are_refused_with_the_rule(frames):
-    with pytest.raises(UserError, match=f"num_frames {frames!r} is not allowed with the Video DC-AE: use 1 or a multiple of 4"):
-        DCAEConfig().check_num_frames(frames)
+def test_sampled_latent_frames_are_the_official_high_compression_counts():
+    config = DCAEConfig()
+    # high_compression.py keeps is_causal_vae=True: 129 frames -> 33 latent frames -> 132 decoded, cut to 129
+    assert [config.latent_frames(n) for n in (1, 5, 33, 128, 129)] == [1, 2, 9, 32, 33]
+    for frames in (1, 5, 9, 33, 128, 129):
+        assert config.decoded_frames(config.latent_frames(frames)) >= frames
+
+
+@pytest.mark.parametrize("frames", [2, 9, 33, 129, "8"])
+def test_frame_counts_the_encoder_cannot_take_are_refused_with_the_rule(frames):
+    with pytest.raises(UserError, match=f"the Video DC-AE cannot encode {frames!r} frames: it takes 1 or a multiple of 4"):
+        DCAEConfig().check_frames(frames)
+
+
+def test_encode_refuses_clips_it_cannot_take_apart():
+    model = VideoDCAE(DCAEConfig(**SMALL))
+    with pytest.raises(UserError, match="cannot encode 9 frames"):
+        model.encode(torch.zeros(1, 3, 9, 64, 64))
+    with pytest.raises(UserError, match="cannot encode 48x64 pixels: height and width must be multiples of 32"):
+        model.encode(torch.zeros(1, 3, 8, 48, 64))
 
 
 def test_inconsistent_configs_are_refused():
@@ -79,6 +94,8 @@ def test_inconsistent_configs_are_refused():
         DCAEConfig(latent_channels=100)
     with pytest.raises(UserError, match="unknown block types"):
         DCAEConfig(block_type=("ResBlock",) * 5 + ("Attention",))
+    with pytest.raises(UserError, match="tiles of 160 px / 32 frames and their strides at overlap 0.25 \\(120 px"):
+        DCAEConfig(spatial_tile_size=160)
     with pytest.raises(UserError, match="attention stage widths \\[16\\] must be multiples of 32"):
         DCAEConfig(width_list=(8, 8, 16, 16, 32, 32), latent_channels=16)
 
@@ -97,6 +114,6 @@ def test_scaling_is_a_config_value_and_off_for_inference():
 def test_set_tiling_leaves_the_callers_config_alone():
     config = DCAEConfig(**SMALL)
     model = VideoDCAE(config)
-    model.set_tiling(False, False, 64, 16)
+    model.set_tiling(False, False, 128, 16)
     assert (config.spatial_tiling, config.spatial_tile_size) == (True, 256)
-    assert (model.config.spatial_tiling, model.config.spatial_tile_size, model.config.temporal_tile_size) == (False, 64, 16)
+    assert (model.config.spatial_tiling, model.config.spatial_tile_size, model.config.temporal_tile_size) == (False, 128, 16)

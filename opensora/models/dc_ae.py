@@ -84,9 +84,14 @@ class DCAEConfig:
             raise UserError(
                 f"DC-AE config: latent_channels {self.latent_channels} must divide the last width {self.width_list[-1]}"
             )
-        if self.spatial_tile_size % self.spatial_compression or self.temporal_tile_size % self.time_compression:
+        # Tiles and their strides must cut the video where the encoder can take it apart.
+        keep = 1 - self.tile_overlap_factor
+        spatial, temporal = self.spatial_tile_size, self.temporal_tile_size
+        if (spatial % self.spatial_compression or int(spatial * keep) % self.spatial_compression
+                or temporal % self.time_compression or int(temporal * keep) % self.time_compression):
             raise UserError(
-                f"DC-AE config: tiles of {self.spatial_tile_size} px / {self.temporal_tile_size} frames must be "
+                f"DC-AE config: tiles of {spatial} px / {temporal} frames and their strides at overlap "
+                f"{self.tile_overlap_factor} ({int(spatial * keep)} px / {int(temporal * keep)} frames) must be "
                 f"multiples of the compression {self.spatial_compression} / {self.time_compression}"
             )
 
@@ -99,26 +104,37 @@ class DCAEConfig:
         return self.temporal_tile_size // self.time_compression
 
     def latent_frames(self, num_frames: int) -> int:
-        """Non-causal compression: an image stays one frame, a video is cut into groups of 4."""
+        """Latent frames the official high-compression sampler draws for a `num_frames` video.
+
+        configs/diffusion/inference/high_compression.py keeps `is_causal_vae=True` from 256px.py, so
+        the noise is sized as for the causal VAE: (F - 1) // 4 + 1. The decoder gives 4 frames per
+        latent frame and the video is cut to F (129 -> 33 latent frames -> 132 -> 129 frames).
+        """
+        return 1 if num_frames == 1 else (num_frames - 1) // self.time_compression + 1
+
+    def encoded_frames(self, num_frames: int) -> int:
+        """Latent frames of an encoded clip (non-causal): 1 for an image, else groups of 4."""
         return 1 if num_frames == 1 else num_frames // self.time_compression
 
     def decoded_frames(self, latent_frames: int) -> int:
         return 1 if latent_frames == 1 else latent_frames * self.time_compression
 
-    def accepts_num_frames(self, num_frames: int) -> bool:
-        """Frame counts the encoder takes and the decoder gives back: 1, or a multiple of 4 from 8 on
-        (4 frames encode to one latent frame, which decodes to a single image)."""
-        c = self.time_compression
-        return num_frames == 1 or (num_frames >= 2 * c and num_frames % c == 0)
+    def accepts_frames(self, num_frames: int) -> bool:
+        """Frame counts the encoder takes: 1, or a multiple of 4 (each temporal stage halves T)."""
+        return num_frames == 1 or (num_frames >= self.time_compression and num_frames % self.time_compression == 0)
 
-    def check_num_frames(self, num_frames, max_frames: int = 128) -> int:
-        if not isinstance(num_frames, int) or num_frames > max_frames or not self.accepts_num_frames(num_frames):
+    def check_frames(self, num_frames) -> int:
+        if not isinstance(num_frames, int) or not self.accepts_frames(num_frames):
             c = self.time_compression
             raise UserError(
-                f"num_frames {num_frames!r} is not allowed with the Video DC-AE: use 1 or a multiple of {c} "
-                f"between {2 * c} and {max_frames} ({2 * c}, {3 * c}, ..., 32, ..., {max_frames})"
+                f"the Video DC-AE cannot encode {num_frames!r} frames: it takes 1 or a multiple of {c} ({c}, {2 * c}, ...)"
             )
         return num_frames
+
+    def check_size(self, height: int, width: int) -> None:
+        unit = self.spatial_compression
+        if height % unit or width % unit:
+            raise UserError(f"the Video DC-AE cannot encode {height}x{width} pixels: height and width must be multiples of {unit}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,7 +421,8 @@ class VideoDCAE(nn.Module):
     """encode: pixels (B,3,T,H,W) in [-1,1] -> latents (B,128,T/4,H/32,W/32); decode: the inverse.
 
     Same interface as `HunyuanVAE`. The DC-AE is deterministic: `sample` and `generator` are accepted
-    and ignored. T must be 1 or a multiple of 4 and H, W multiples of 32 (`DCAEConfig.check_num_frames`).
+    and ignored. encode takes T = 1 or a multiple of 4 and H, W multiples of 32 (UserError otherwise);
+    decode gives 4 frames per latent frame (1 for a single latent frame).
     """
 
     def __init__(self, config: DCAEConfig):
@@ -447,6 +464,8 @@ class VideoDCAE(nn.Module):
 
     def encode(self, video: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         c = self.config
+        c.check_frames(video.shape[2])
+        c.check_size(video.shape[-2], video.shape[-1])
         if c.temporal_tiling and video.shape[2] > c.temporal_tile_size:
             return _tiled_in_time(video, self._encode_frames, c.temporal_tile_size, c.temporal_tile_latent_size, c.tile_overlap_factor)
         return self._encode_frames(video)
