@@ -91,7 +91,8 @@ def _block_outputs(model: STDiT3) -> tuple[dict[str, torch.Tensor], list]:
 
 def check_stdit3(folder: Path) -> dict[str, Check]:
     io = _load(folder / "stdit3_tiny_io.safetensors")
-    inter = _load(folder / "stdit3_tiny_intermediates.safetensors") if (folder / "stdit3_tiny_intermediates.safetensors").exists() else {}
+    inter_path = folder / "stdit3_tiny_intermediates.safetensors"
+    inter = _load(inter_path) if inter_path.exists() else {}
     model = load_tiny_stdit3(folder)
     cfg = model.config
     check = Check()
@@ -116,7 +117,8 @@ def check_stdit3(folder: Path) -> dict[str, Check]:
         _, _, _, h, w = io["x"].shape
         rows, cols = -(-h // cfg.patch_size[1]), -(-w // cfg.patch_size[2])
         scale = (io["height"][0].item() * io["width"][0].item()) ** 0.5 / cfg.input_sq_size
-        check.compare(position_embedding_2d(cfg.hidden_size, rows, cols, scale, round((rows * cols) ** 0.5)), inter["nomask.pos_emb"])
+        pos = position_embedding_2d(cfg.hidden_size, rows, cols, scale, round((rows * cols) ** 0.5))
+        check.compare(pos, inter["nomask.pos_emb"])
     return {"stdit3": check}
 
 
@@ -209,7 +211,8 @@ def _run_settings(meta: dict, run: dict) -> RFlowSettings:
 def _run_references(io: dict, vae: VideoVAEV12, name: str, run: dict, check: Check) -> list[list[torch.Tensor]]:
     """The stored reference latents of a run; re-encoding the stored pixels with the recorded seed
     must give them (the official collect_references_batch draws in item, path order)."""
-    generator = torch.Generator().manual_seed(run["ref_encode_global_rng_seed"]) if "ref_encode_global_rng_seed" in run else None
+    seed = run.get("ref_encode_global_rng_seed")
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
     references = []
     for b, paths in enumerate(run["reference_path"]):
         refs = []
@@ -269,7 +272,8 @@ def check_sampler_logic(folder: Path) -> dict[str, Check]:
     wrong_cases = 0
     for case in meta.get("mask_strategy_cases", []):
         t = case["latent_T"]
-        placements = place(parse_mask_strategy(case["mask_strategy"]), t, case["ref_latent_frames"], case["loop_i"], case["align"])
+        groups = parse_mask_strategy(case["mask_strategy"])
+        placements = place(groups, t, case["ref_latent_frames"], case["loop_i"], case["align"])
         source: list = [None] * t
         for p in placements:
             for k in range(p.length):

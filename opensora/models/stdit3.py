@@ -12,6 +12,7 @@ Module and parameter names are the official ones, so `hpcai-tech/OpenSora-STDiT-
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.models.normalization import RMSNorm
 from torch import nn
 
-from opensora.checkpoints import load_checked
 from opensora.errors import UserError
 
 
@@ -65,13 +65,16 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale) + shift
 
 
-def select_frames(x_mask: torch.Tensor | None, x: torch.Tensor, x_zero: torch.Tensor, frames: int) -> torch.Tensor:
-    """Per frame, `x` where x_mask is True, `x_zero` where False; tokens are (B, T*S, C)."""
+def select_frames(
+    x_mask: torch.Tensor | None, frames: int, with_t: torch.Tensor, with_t0: Callable[[], torch.Tensor]
+) -> torch.Tensor:
+    """Per frame, `with_t` where x_mask is True, `with_t0()` where False (computed only with a
+    mask); tokens are (B, T*S, C)."""
     if x_mask is None:
-        return x
-    b, n, c = x.shape
+        return with_t
+    b, n, c = with_t.shape
     keep = x_mask[:, :, None, None]
-    out = torch.where(keep, x.view(b, frames, n // frames, c), x_zero.view(b, frames, n // frames, c))
+    out = torch.where(keep, with_t.view(b, frames, n // frames, c), with_t0().view(b, frames, n // frames, c))
     return out.view(b, n, c)
 
 
@@ -109,7 +112,9 @@ class TimestepEmbedder(nn.Module):
 
     def __init__(self, hidden_size: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(self.frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(self.frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         freq = get_timestep_embedding(t, self.frequency_size, flip_sin_to_cos=True, downscale_freq_shift=0)
@@ -209,21 +214,25 @@ class STDiT3Block(nn.Module):
     def forward(self, x, y, y_valid, t_mlp, t0_mlp, x_mask, frames: int, rope: Rope | None) -> torch.Tensor:
         b = x.shape[0]
         mod = (self.scale_shift_table[None] + t_mlp.view(b, 6, -1)).chunk(6, dim=1)
-        mod0 = (self.scale_shift_table[None] + t0_mlp.view(b, 6, -1)).chunk(6, dim=1) if x_mask is not None else mod
+        mod0 = mod if x_mask is None else (self.scale_shift_table[None] + t0_mlp.view(b, 6, -1)).chunk(6, dim=1)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
         shift_msa0, scale_msa0, gate_msa0, shift_mlp0, scale_mlp0, gate_mlp0 = mod0
 
-        h = self.norm1(x)
-        h = select_frames(x_mask, modulate(h, shift_msa, scale_msa), modulate(h, shift_msa0, scale_msa0), frames)
+        normed = self.norm1(x)
+        h = select_frames(
+            x_mask, frames, modulate(normed, shift_msa, scale_msa), lambda: modulate(normed, shift_msa0, scale_msa0)
+        )
         h = self._attend(h, frames, rope)
-        x = x + select_frames(x_mask, gate_msa * h, gate_msa0 * h, frames)
+        x = x + select_frames(x_mask, frames, gate_msa * h, lambda: gate_msa0 * h)
 
         x = x + self.cross_attn(x, y, y_valid)
 
-        h = self.norm2(x)
-        h = select_frames(x_mask, modulate(h, shift_mlp, scale_mlp), modulate(h, shift_mlp0, scale_mlp0), frames)
+        normed = self.norm2(x)
+        h = select_frames(
+            x_mask, frames, modulate(normed, shift_mlp, scale_mlp), lambda: modulate(normed, shift_mlp0, scale_mlp0)
+        )
         h = self.mlp(h)
-        return x + select_frames(x_mask, gate_mlp * h, gate_mlp0 * h, frames)
+        return x + select_frames(x_mask, frames, gate_mlp * h, lambda: gate_mlp0 * h)
 
 
 class FinalLayer(nn.Module):
@@ -240,7 +249,7 @@ class FinalLayer(nn.Module):
         if x_mask is not None:
             # Official quirk: conditioning frames re-normalise the already modulated x_t, not x.
             shift0, scale0 = (self.scale_shift_table[None] + t0[:, None]).chunk(2, dim=1)
-            x_t = select_frames(x_mask, x_t, modulate(self.norm_final(x_t), shift0, scale0), frames)
+            x_t = select_frames(x_mask, frames, x_t, lambda: modulate(self.norm_final(x_t), shift0, scale0))
         return self.linear(x_t)
 
 
@@ -346,6 +355,9 @@ def official_key_shapes(config: STDiT3Config) -> dict[str, tuple[int, ...]]:
 
 def load_stdit3(path: Path, config: STDiT3Config, dtype=torch.float32, device="cpu") -> STDiT3:
     """The official `model.safetensors` (key layout unchanged), every key checked first."""
+    # Imported here: opensora.checkpoints imports the presets, which import the model configs.
+    from opensora.checkpoints import load_checked
+
     state = load_checked(Path(path), official_key_shapes(config), "STDiT3 weights")
     with torch.device("meta"):
         model = build_stdit3(config)

@@ -22,7 +22,6 @@ from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 from torch import nn
 
-from opensora.checkpoints import check_keys, read_shapes
 from opensora.errors import UserError
 
 SPATIAL_SCALE = 0.18215  # hard-coded by the official VideoAutoencoderKL
@@ -371,6 +370,9 @@ def load_vae_v1_2(path: Path, config: VAEV12Config, dtype=torch.float32, device=
 
     `scale`/`shift` are buffers: a file without both gets the config's (official) values, as the
     official from_pretrained keeps its constructor's buffers for keys a file lacks."""
+    # Imported here: opensora.checkpoints imports the presets, which import the model configs.
+    from opensora.checkpoints import check_keys, read_shapes
+
     path = Path(path)
     expected = official_key_shapes(config)
     found = read_shapes(path)

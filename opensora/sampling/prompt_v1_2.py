@@ -2,7 +2,8 @@
 inference format, then the PixArt/DeepFloyd caption cleaner applied twice
 (sampler_spec_v1_2.md, section 3.1):
 
-    "A car driving on the ocean." -> "a car driving on the ocean. aesthetic score: 6.5. motion score: 4.0. camera motion: pan right."
+    "A car driving on the ocean.", aes 6.5, flow 4.0, camera "pan right" ->
+    "a car driving on the ocean. aesthetic score: 6.5. motion score: 4.0. camera motion: pan right."
 
 The cleaner here follows the spec's rules that change ordinary prompts (url-unquote, lower case,
 URLs, HTML, handles, CJK, dashes and quotes, the punctuation the official one removes, whitespace);
