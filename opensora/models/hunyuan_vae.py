@@ -2,8 +2,12 @@
 
 The official key names are diffusers' key names, so the official `hunyuan_vae.safetensors` loads
 unchanged. This wrapper adds what the official inference does around the network: the latent
-scale/shift, posterior sampling, and spatial tiling with the official tile size and overlap
-(temporal tiling off: diffusers' frame-wise path differs from the official one).
+scale/shift, posterior sampling, and spatial tiling with the official tile size and overlap.
+
+Temporal tiling is off by default, as in the official inference (all frames decoded at once, so
+decode memory grows with the video's length). `set_temporal_tiling(True)` switches on diffusers'
+frame-wise decode: overlapping chunks of latent frames, blended linearly where they overlap, so
+the memory a decode adds stays that of one chunk; the pixels differ slightly from the official ones.
 """
 
 from dataclasses import dataclass
@@ -11,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from diffusers import AutoencoderKLHunyuanVideo
 from torch import nn
+
+from opensora.errors import UserError
 
 
 @dataclass
@@ -58,6 +64,9 @@ class HunyuanVAE(nn.Module):
             mid_block_add_attention=config.mid_block_add_attention,
         )
         self.set_tiling(config.spatial_tiling, config.tile_size)
+        # The official inference never tiles over time; diffusers' frame-wise path gives other numbers.
+        self.model.use_framewise_encoding = False
+        self.set_temporal_tiling(False)
 
     def set_tiling(self, enabled: bool, tile_size: int | None = None) -> None:
         """Spatial tiling exactly as the official VAE: tiles of `tile_size` px, overlap 1/4."""
@@ -66,9 +75,28 @@ class HunyuanVAE(nn.Module):
         self.model.use_tiling = enabled
         self.model.tile_sample_min_height = self.model.tile_sample_min_width = tile
         self.model.tile_sample_stride_height = self.model.tile_sample_stride_width = stride
-        # The official inference never tiles over time; diffusers' frame-wise path gives other numbers.
-        self.model.use_framewise_encoding = False
-        self.model.use_framewise_decoding = False
+
+    def set_temporal_tiling(self, enabled: bool, tile_frames: int = 16, stride_frames: int = 12) -> None:
+        """Decode in chunks over time (encode is never chunked).
+
+        A chunk is `tile_frames` pixel frames (tile_frames / 4 + 1 latent frames, the first of
+        which only primes the causal decoder and is dropped); chunks start every `stride_frames`
+        and are blended over the `tile_frames - stride_frames` frames they share. Videos of at most
+        `tile_frames` frames decode in one piece either way.
+        """
+        step = self.config.time_compression
+        if tile_frames < step or tile_frames % step or stride_frames % step or not step <= stride_frames <= tile_frames:
+            raise UserError(
+                f"temporal tiling: tile_frames {tile_frames} and stride_frames {stride_frames} must be multiples "
+                f"of {step} with {step} <= stride_frames <= tile_frames"
+            )
+        self.model.use_framewise_decoding = enabled
+        self.model.tile_sample_min_num_frames = tile_frames
+        self.model.tile_sample_stride_num_frames = stride_frames
+
+    @property
+    def temporal_tiling(self) -> bool:
+        return self.model.use_framewise_decoding
 
     def moments(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and clamped log-variance, unscaled."""

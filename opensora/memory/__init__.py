@@ -1,0 +1,1 @@
+"""Memory: the profiles (data), the planner (predictions before loading), RSS measurement."""
