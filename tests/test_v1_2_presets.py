@@ -14,8 +14,16 @@ from opensora.presets import available_presets, load_preset
 
 FIXTURES = REPO / "tests" / "fixtures" / "opensora_v1_2"
 SAMPLER = json.loads((FIXTURES / "sampler_tiny.json").read_text())
-DRAFTS = {name: tomllib.loads((REPO / "presets" / f"{name}.toml.draft").read_text())
-          for name in ("opensora-v1-2", "tiny-random-v1-2")}
+NAMES = ("opensora-v1-2", "tiny-random-v1-2")
+
+
+def _preset_file(name: str):
+    """The draft until the preset loader learns `family` and it is renamed to NAME.toml."""
+    final = REPO / "presets" / f"{name}.toml"
+    return final if final.exists() else REPO / "presets" / f"{name}.toml.draft"
+
+
+DRAFTS = {name: tomllib.loads(_preset_file(name).read_text()) for name in NAMES}
 OFFICIAL = DRAFTS["opensora-v1-2"]
 
 
@@ -63,7 +71,7 @@ def test_lengths_are_the_official_names_and_every_default_is_an_accepted_count()
         assert sampler["aspect_ratio"] in preset["buckets"][sampler["resolution"]]
 
 
-def test_drafts_are_marked_and_not_yet_seen_by_the_preset_loader():
+def test_presets_name_their_family_and_drafts_stay_out_of_the_loader():
     for name, preset in DRAFTS.items():
         assert preset["family"] == "opensora-v1.2" and preset["name"] == name
-        assert name not in available_presets()
+        assert (name in available_presets()) == (_preset_file(name).suffix == ".toml")
