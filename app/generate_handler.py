@@ -1,7 +1,9 @@
-"""What the Generate and Cancel buttons of both video tabs do (Gradio side of app.generation).
+"""What the Generate and Cancel buttons of both video tabs do: a request from the form ->
+`opensora.runner.run_job`, with progress and cancel wired to Gradio.
 
-Errors become a `gr.Error` message in the page (and an error for API clients); the app keeps
-serving. A cancelled run is not an error: the status line says where it stopped.
+Errors become a `gr.Error` message in the page (and an error for API clients) and one line in
+the log; the app keeps serving. A cancelled run is not an error: the status line says where it
+stopped.
 """
 
 from __future__ import annotations
@@ -13,23 +15,25 @@ import gradio as gr
 
 from app.cancel import CancelRegistry
 from app.config import AppConfig
-from app.generation import GenerationRequest, estimate_gpu_seconds, run_generation
-from app.model_cache import PipelineCache, free_memory
+from app.presets_info import check_selectable
 from app.progress import StepProgress
-from app.zerogpu import gpu_task
+from app.zerogpu import estimate_gpu_seconds, gpu_task
 from opensora.errors import UserError
+from opensora.generation_settings import GenerationRequest, resolve_settings
+from opensora.pipeline_cache import PipelineCache, free_memory
+from opensora.runner import run_job
 
 log = logging.getLogger(__name__)
 
 
-def _gpu_duration(cache, request, *_):
-    return estimate_gpu_seconds(request)
+def _gpu_duration(preset, settings, *_):
+    return estimate_gpu_seconds(preset, settings)
 
 
 @gpu_task(duration=_gpu_duration)
-def _generate_on_gpu(cache, request, output_dir, progress, cancel_event):
+def _generate_on_gpu(preset, settings, cache, output_dir, progress, cancel_event):
     # The one GPU-bound call: ZeroGPU attaches a GPU around exactly this.
-    return run_generation(cache, request, output_dir, progress, cancel_event)
+    return run_job(preset, settings, cache, output_dir, progress, cancel_event)
 
 
 def _session(request: gr.Request | None) -> str:
@@ -59,7 +63,9 @@ class GenerateHandler:
         steps = StepProgress(report)
         error = None
         try:
-            out = _generate_on_gpu(self.cache, request, self.config.output_dir, steps, event)
+            preset = check_selectable(request.preset, self.config.ckpt_dir)
+            settings = resolve_settings(request, preset)
+            out = _generate_on_gpu(preset, settings, self.cache, self.config.output_dir, steps, event)
         except Exception as err:  # noqa: BLE001 - every failure must become a message, never a dead app
             error = _message(err)
         finally:
@@ -72,24 +78,26 @@ class GenerateHandler:
                 return None, [], text, gr.update()
             if kind == "oom":
                 free_memory()
-            raise gr.Error(text, duration=None)
+            raise gr.Error(text, duration=None, print_exception=False)
         paths = [str(p) for p in out.paths]
+        seeds = ", ".join(str(s) for s in out.seeds)
         status = (f"**Done:** {len(paths)} video{'s' if len(paths) > 1 else ''} in {out.seconds:.1f} s · "
-                  f"seed {out.seed} · " + ", ".join(f"`{p.name}`" for p in out.paths))
+                  f"seed{'s' if len(paths) > 1 else ''} {seeds} · " + ", ".join(f"`{p.name}`" for p in out.paths))
         status += "".join(f"\n\nNote: {notice}" for notice in out.notices)
-        return paths[0], paths, status, out.seed
+        return paths[0], paths, status, out.seeds[0]
 
 
 def _message(err: Exception) -> tuple[str, str]:
-    """(kind, text): kind is "cancelled", "oom" or "error"."""
+    """(kind, text): kind is "cancelled", "oom" or "error". User errors are one log line."""
     from opensora.sampling.denoise import GenerationCancelled
 
     if isinstance(err, GenerationCancelled):
         return "cancelled", f"**Cancelled** ({err}); nothing was written."
     if isinstance(err, UserError):
+        log.info("generation refused: %s", str(err).splitlines()[0])
         return "error", str(err)
     if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":  # torch's, CPU or CUDA
-        return "oom", ("Out of memory while generating. Try fewer frames, a lower resolution, fewer samples, "
-                       "or a memory-saving preset.")
+        log.warning("generation ran out of memory")
+        return "oom", "Out of memory while generating. Try fewer frames, a lower resolution or fewer samples."
     log.error("generation failed:\n%s", "".join(traceback.format_exception(err)))
     return "error", f"Generation failed ({type(err).__name__}: {err}). The app is still running."

@@ -46,8 +46,9 @@ def smoothed(values: list[float], weight: float) -> list[float]:
 
 
 def smoothing_weight(count: int) -> float:
-    """Heavier smoothing for longer runs: about a twentieth of the run per time constant."""
-    return min(0.95, max(0.0, 1 - 20 / max(count, 1)))
+    """TensorBoard's default 0.6 for short runs, heavier for long ones (about a tenth of the run
+    per time constant, at most 0.95)."""
+    return min(0.95, max(0.6, 1 - 10 / max(count, 1)))
 
 
 def loss_svg(steps: list[int], losses: list[float]) -> str:
@@ -84,8 +85,8 @@ def loss_svg(steps: list[int], losses: list[float]) -> str:
     parts.append(f'<text x="12" y="{TOP + plot_h / 2:.1f}" text-anchor="middle" fill="currentColor" '
                  f'transform="rotate(-90 12 {TOP + plot_h / 2:.1f})">loss</text></g>')
     stride = max(1, math.ceil(len(steps) / MAX_POINTS))
-    parts.append('<g class="raw-loss" fill="#f97316" fill-opacity="0.35">')
-    parts += [f'<circle cx="{px(s):.1f}" cy="{py(v):.1f}" r="2" />' for s, v in list(zip(steps, losses))[::stride]]
+    parts.append('<g class="raw-loss" fill="#f97316" fill-opacity="0.45">')
+    parts += [f'<circle cx="{px(s):.1f}" cy="{py(v):.1f}" r="2.5" />' for s, v in list(zip(steps, losses))[::stride]]
     parts.append("</g>")
     line = smoothed(losses, smoothing_weight(len(losses)))
     points = " ".join(f"{px(s):.1f},{py(v):.1f}" for s, v in zip(steps, line))

@@ -2,7 +2,7 @@
 
 Built once per tab (each tab keeps its own values). Preset and resolution use `.input` (user
 edits only), so "reuse settings" can fill every control without the preset handler resetting
-them to the preset's defaults right after.
+them to the preset's defaults right after. Limits and defaults come from the preset.
 """
 
 from __future__ import annotations
@@ -12,22 +12,39 @@ from dataclasses import dataclass
 import gradio as gr
 
 from app.config import AppConfig
-from app.presets_info import availability, check_selectable, flux_available, preset
+from app.presets_info import availability, check_selectable, preset
 from app.training_runs import lora_choices
 from opensora.errors import UserError
+from opensora.generation_settings import AUTO_ASPECT, GenerationRequest, LoraChoice
+from opensora.presets import Preset
 
 MOTION_CHOICES = ["dynamic"] + [str(i) for i in range(1, 16)]
 MAX_STEPS = 200  # the pipeline allows 500; more than 200 only makes sense for experiments
 MAX_SAMPLES = 4
-# Controls that follow the preset, and those "reuse settings" fills (in this order).
-PRESET_FIELDS = ("resolution", "aspect_ratio", "num_frames", "num_steps", "guidance", "guidance_img",
-                 "motion_score", "t2i2v")
-FILL_FIELDS = ("preset", *PRESET_FIELDS, "seed", "random_seed", "num_samples", "lora", "lora_scale")
+AUTO_CHOICE = ("auto (follow the image)", AUTO_ASPECT)
+# Controls that follow the preset, those "reuse settings" fills, and those a request is made of.
+PRESET_FIELDS = ("resolution", "aspect_ratio", "num_frames", "frames_note", "num_steps", "guidance", "guidance_img",
+                 "motion_score", "lora")
+FILL_FIELDS = ("preset", *PRESET_FIELDS, "seed", "random_seed", "num_samples", "lora_scale")
+REQUEST_FIELDS = ("preset", "resolution", "aspect_ratio", "num_frames", "num_steps", "guidance", "guidance_img",
+                  "motion_score", "seed", "random_seed", "num_samples", "refine", "lora", "lora_scale")
 
 
-def _frames_slider_value(n: int) -> int:
-    """Nearest 4k+1 in 1..129 (the slider steps by 4 from 1, so only those values exist)."""
-    return max(1, min(129, 4 * round((n - 1) / 4) + 1))
+def frames_slider_value(n: int, limit: int) -> int:
+    """Nearest 4k+1 in 1..limit (the slider steps by 4 from 1, so only those values exist)."""
+    return max(1, min(limit, 4 * round((n - 1) / 4) + 1))
+
+
+def frames_note(p: Preset, num_frames) -> str:
+    trained = p.limits.trained_frames
+    if trained is not None and isinstance(num_frames, (int, float)) and num_frames > trained:
+        return (f"⚠ {int(num_frames)} frames is past the {trained} that `{p.name}` was trained on: "
+                "expect a broken or black video.")
+    return ""
+
+
+def aspect_choices(p: Preset, resolution: str, auto: bool) -> list:
+    return ([AUTO_CHOICE] if auto else []) + list(p.buckets[resolution])
 
 
 @dataclass
@@ -37,6 +54,7 @@ class SettingsForm:
     resolution: gr.Dropdown
     aspect_ratio: gr.Dropdown
     num_frames: gr.Slider
+    frames_note: gr.Markdown
     num_steps: gr.Slider
     guidance: gr.Slider
     guidance_img: gr.Slider
@@ -45,9 +63,9 @@ class SettingsForm:
     random_seed: gr.Checkbox
     num_samples: gr.Slider
     refine: gr.Checkbox
-    t2i2v: gr.Checkbox
     lora: gr.Dropdown
     lora_scale: gr.Slider
+    auto_aspect: bool  # the I2V tab offers "auto": the bucket closest to the reference
 
     def preset_outputs(self) -> list:
         return [getattr(self, name) for name in PRESET_FIELDS]
@@ -55,8 +73,26 @@ class SettingsForm:
     def fill_outputs(self) -> list:
         return [getattr(self, name) for name in FILL_FIELDS]
 
+    def request_inputs(self) -> list:
+        return [getattr(self, name) for name in REQUEST_FIELDS]
 
-def build_settings_form(config: AppConfig, default_preset: str, image_guidance: bool) -> SettingsForm:
+
+def request_from_form(values: list, **fixed) -> GenerationRequest:
+    """A GenerationRequest from `request_inputs()` values plus the tab's own (prompt, cond type...)."""
+    v = dict(zip(REQUEST_FIELDS, values))
+    random_seed, seed = v.pop("random_seed"), v.pop("seed")
+    lora, scale = v.pop("lora"), v.pop("lora_scale")
+    return GenerationRequest(
+        **fixed, preset=v["preset"], resolution=v["resolution"], aspect_ratio=v["aspect_ratio"],
+        num_frames=int(v["num_frames"]), num_steps=int(v["num_steps"]), guidance=float(v["guidance"]),
+        guidance_img=float(v["guidance_img"]), motion_score=v["motion_score"],
+        seed=None if random_seed or seed is None else int(seed), num_samples=int(v["num_samples"]),
+        refine=bool(v["refine"]), loras=[LoraChoice(lora, float(scale))] if lora else [],
+    )
+
+
+def build_settings_form(config: AppConfig, default_preset: str, image_tab: bool) -> SettingsForm:
+    """`image_tab`: the I2V tab (image guidance shown, aspect ratio "auto" by default)."""
     info = availability(config.ckpt_dir)
     p = preset(default_preset)
     s = p.sampler
@@ -66,94 +102,116 @@ def build_settings_form(config: AppConfig, default_preset: str, image_guidance: 
             preset_dd = gr.Dropdown(choices, value=default_preset, label="Model preset",
                                     info="presets whose files are present", scale=2)
             resolution = gr.Dropdown(list(p.buckets), value=s.resolution, label="Resolution", scale=1)
-            aspect = gr.Dropdown(list(p.buckets[s.resolution]), value=s.aspect_ratio, label="Aspect ratio", scale=1)
+            aspect = gr.Dropdown(aspect_choices(p, s.resolution, image_tab),
+                                 value=AUTO_ASPECT if image_tab else s.aspect_ratio, label="Aspect ratio", scale=1)
         with gr.Accordion(f"Other presets ({len(info.missing)}): files missing, how to get them", open=False,
                           visible=bool(info.missing)):
             preset_help = gr.Markdown(info.help_markdown(config.ckpt_dir))
         with gr.Row():
             # minimum 1, step 4: the control itself only offers 4k+1 frames.
-            num_frames = gr.Slider(1, 129, value=_frames_slider_value(s.num_frames), step=4, label="Frames",
-                                   info="4k+1, at most 129")
+            num_frames = gr.Slider(1, p.limits.max_frames, value=frames_slider_value(s.num_frames, p.limits.max_frames),
+                                   step=4, label="Frames", info=f"4k+1, at most {p.limits.max_frames}")
             num_steps = gr.Slider(1, MAX_STEPS, value=s.num_steps, step=1, label="Steps")
+        note = gr.Markdown(frames_note(p, s.num_frames), elem_classes=["frames-note"])
         with gr.Row():
             guidance = gr.Slider(0, 20, value=s.guidance, step=0.5, label="Text guidance")
             guidance_img = gr.Slider(0, 20, value=s.guidance_img, step=0.5, label="Image guidance",
-                                     visible=image_guidance)
+                                     visible=image_tab)
             motion = gr.Dropdown(MOTION_CHOICES, value=str(s.motion_score), label="Motion score",
                                  info="1 (still) to 15 (a lot); dynamic asks the refinement server")
         with gr.Row():
-            seed = gr.Number(value=42, precision=0, minimum=0, maximum=2**32 - 1, label="Seed",
-                             info="shows the seed used after each run")
-            random_seed = gr.Checkbox(value=True, label="Random seed")
-            num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples")
+            random_seed = gr.Checkbox(value=True, label="Random seed", info="untick to pick the seed")
+            # Shown only when "random" is off, so it never shows a number that will not be used.
+            seed = gr.Number(value=42, precision=0, minimum=0, maximum=2**32 - 1, label="Seed", visible=False,
+                             elem_classes=["seed-box"])
+            num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples", info="one seed each: seed + k")
+        refine = gr.Checkbox(value=False, label="Refine prompt first",
+                             info="rewrites the prompt in detail with the refinement server if one is configured, "
+                                  "else offline (not for a model with a fixed vocabulary)")
         with gr.Row():
-            refine = gr.Checkbox(value=False, label="Refine prompt first",
-                                 info="refinement server if configured, else offline")
-            # Shown only for presets that declare FLUX files that are present: none yet, as the
-            # core has no T2I2V; wire it into the request when it does.
-            t2i2v = gr.Checkbox(value=False, label="Text → image → video (FLUX)",
-                                visible=flux_available(p, config.ckpt_dir))
-        with gr.Row():
-            lora = gr.Dropdown(lora_choices(config.runs_dir), value="", label="LoRA",
-                               info=f"fine-tuned in {config.runs_dir.name}/ (Fine-tune tab)", scale=2)
+            lora = gr.Dropdown(lora_choices(config.runs_dir, preset=p.name), value="", label="LoRA",
+                               info=f"fine-tuned for this preset in {config.runs_dir.name}/ (Fine-tune tab)", scale=2)
             lora_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale", scale=1)
-    form = SettingsForm(preset_dd, preset_help, resolution, aspect, num_frames, num_steps, guidance, guidance_img,
-                        motion, seed, random_seed, num_samples, refine, t2i2v, lora, lora_scale)
+    form = SettingsForm(preset_dd, preset_help, resolution, aspect, num_frames, note, num_steps, guidance,
+                        guidance_img, motion, seed, random_seed, num_samples, refine, lora, lora_scale, image_tab)
 
-    preset_dd.input(lambda name: preset_updates(name, config), preset_dd, form.preset_outputs(),
-                    api_visibility="private", queue=False)
-    resolution.input(lambda name, res: aspect_update(name, res), [preset_dd, resolution], aspect,
-                     api_visibility="private", queue=False)
+    private = dict(api_visibility="private", queue=False)
+    preset_dd.input(lambda name, value: preset_updates(name, config, image_tab, lora=value), [preset_dd, lora],
+                    form.preset_outputs(), **private)
+    resolution.input(lambda name, res: aspect_update(name, res, image_tab), [preset_dd, resolution], aspect, **private)
+    num_frames.input(frames_input, [preset_dd, num_frames], [num_frames, note], **private)
+    random_seed.input(lambda on: gr.update(visible=not on), random_seed, seed, **private)
     return form
 
 
-def preset_updates(name: str, config: AppConfig, sampler_overrides: dict | None = None) -> list:
+def frames_input(name: str, num_frames):
+    """Refuse a typed frame count that is not 4k+1 at once (snapping to the nearest allowed)."""
+    p = preset(name)
+    limit = p.limits.max_frames
+    if not isinstance(num_frames, (int, float)):
+        return gr.update(), gr.update()
+    allowed = frames_slider_value(int(num_frames), limit)
+    if allowed != num_frames:
+        gr.Warning(f"{num_frames:g} frames is not allowed: use 4k+1 frames from 1 to {limit} "
+                   f"(…, {max(1, allowed - 4)}, {allowed}, {min(limit, allowed + 4)}, …); set to {allowed}")
+    return allowed, frames_note(p, allowed)
+
+
+def preset_updates(name: str, config: AppConfig, image_tab: bool, sampler_overrides: dict | None = None,
+                   lora: str = "") -> list:
     """Choices and defaults of every control that depends on the preset (order: preset_outputs)."""
     p = preset(name)
     s = p.sampler
     values = {
-        "resolution": s.resolution, "aspect_ratio": s.aspect_ratio, "num_frames": s.num_frames,
-        "num_steps": s.num_steps, "guidance": s.guidance, "guidance_img": s.guidance_img,
-        "motion_score": s.motion_score, **(sampler_overrides or {}),
+        "resolution": s.resolution, "aspect_ratio": AUTO_ASPECT if image_tab else s.aspect_ratio,
+        "num_frames": s.num_frames, "num_steps": s.num_steps, "guidance": s.guidance,
+        "guidance_img": s.guidance_img, "motion_score": s.motion_score, **(sampler_overrides or {}),
     }
     resolution = values["resolution"] if values["resolution"] in p.buckets else s.resolution
-    ratios = list(p.buckets[resolution])
-    aspect = values["aspect_ratio"] if values["aspect_ratio"] in ratios else ratios[0]
+    ratios = aspect_choices(p, resolution, image_tab)
+    names = [r[1] if isinstance(r, tuple) else r for r in ratios]
+    aspect = values["aspect_ratio"] if values["aspect_ratio"] in names else names[0]
+    limit = p.limits.max_frames
+    frames = frames_slider_value(int(values["num_frames"]), limit)
+    loras = lora_choices(config.runs_dir, keep=lora, preset=p.name)
     return [
         gr.update(choices=list(p.buckets), value=resolution),
         gr.update(choices=ratios, value=aspect),
-        _frames_slider_value(int(values["num_frames"])),
+        gr.update(maximum=limit, value=frames, info=f"4k+1, at most {limit}"),
+        frames_note(p, frames),
         values["num_steps"],
         values["guidance"],
         values["guidance_img"],
         str(values["motion_score"]),
-        gr.update(visible=flux_available(p, config.ckpt_dir), value=False),
+        gr.update(choices=loras, value=lora if lora in [c[1] if isinstance(c, tuple) else c for c in loras] else ""),
     ]
 
 
-def aspect_update(name: str, resolution: str):
-    ratios = list(preset(name).buckets.get(resolution, {}))
-    return gr.update(choices=ratios, value=ratios[0] if ratios else None)
+def aspect_update(name: str, resolution: str, image_tab: bool):
+    p = preset(name)
+    if resolution not in p.buckets:
+        return gr.update()
+    ratios = aspect_choices(p, resolution, image_tab)
+    first = ratios[0]
+    return gr.update(choices=ratios, value=first[1] if isinstance(first, tuple) else first)
 
 
-def fill_updates(settings: dict, config: AppConfig) -> list:
-    """Updates for `SettingsForm.fill_outputs()` from a sidecar (reuse settings)."""
-    name = settings.get("preset")
+def fill_updates(request: GenerationRequest, config: AppConfig, image_tab: bool) -> list:
+    """Updates for `SettingsForm.fill_outputs()` from a request made from a sidecar (reuse settings)."""
+    name = request.preset
     try:
         check_selectable(name, config.ckpt_dir)
     except UserError:
         gr.Warning(f"preset {name!r} of that video is not available here; keeping the current one")
         return [gr.update() for _ in FILL_FIELDS]
     keys = ("resolution", "aspect_ratio", "num_frames", "num_steps", "guidance", "guidance_img", "motion_score")
-    overrides = {k: settings[k] for k in keys if settings.get(k) is not None}
-    loras = settings.get("loras") or [{}]  # the picker holds one LoRA: the first merged one
-    lora, scale = loras[0].get("path", ""), loras[0].get("scale", 1.0)
+    overrides = {k: getattr(request, k) for k in keys if getattr(request, k) is not None}
+    lora = request.loras[0] if request.loras else LoraChoice("", 1.0)  # the picker holds one LoRA
     return [
         name,
-        *preset_updates(name, config, overrides),
-        settings.get("seed", 42),
+        *preset_updates(name, config, image_tab, overrides, lora=lora.path),
+        gr.update(value=request.seed, visible=True),
         False,  # reuse means "this seed"
         1,
-        gr.update(choices=lora_choices(config.runs_dir, keep=lora), value=lora),
-        scale,
+        lora.scale,
     ]

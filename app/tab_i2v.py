@@ -8,9 +8,10 @@ import gradio as gr
 
 from app.config import AppConfig
 from app.generate_handler import GenerateHandler
-from app.generation import GenerationRequest
-from app.settings_form import build_settings_form
+from app.presets_info import preset
+from app.settings_form import build_settings_form, request_from_form
 from app.tab_t2v import NEGATIVE_INFO, VideoTab, result_column, wire_generate
+from opensora.generation_settings import MAX_PROMPT_CHARS
 
 # (label, official cond type). The v2v types keep 33 (or 65, "long") frames of the uploaded video.
 CONDITIONING = [
@@ -59,11 +60,13 @@ def build_i2v_tab(config: AppConfig, handler: GenerateHandler, default_preset: s
                                      height=220, visible=False)
                 ref_video = gr.Video(label="Video to extend", sources=["upload"], height=220, visible=False)
             cond_type = gr.Dropdown(CONDITIONING, value="i2v_head", label="Conditioning")
-            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="what happens next", elem_classes=["prompt-box"])
-            negative = gr.Textbox(label="Negative prompt", lines=1, value="", info=NEGATIVE_INFO)
-            form = build_settings_form(config, default_preset, image_guidance=True)
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder=preset(default_preset).prompt.example,
+                                max_length=MAX_PROMPT_CHARS, elem_classes=["prompt-box"])
+            negative = gr.Textbox(label="Negative prompt", lines=1, value="", info=NEGATIVE_INFO,
+                                  max_length=MAX_PROMPT_CHARS)
+            form = build_settings_form(config, default_preset, image_tab=True)
         with gr.Column(scale=1):
-            generate, cancel, cancel_note, video, samples, status = result_column()
+            result = result_column()
     cond_type.change(_visibility, cond_type, [image, end_image, ref_video], api_visibility="private", queue=False)
 
     def generate_i2v(prompt: str, reference_image: str | None, cond_type: str, end_image: str | None,
@@ -71,24 +74,17 @@ def build_i2v_tab(config: AppConfig, handler: GenerateHandler, default_preset: s
                      aspect_ratio: str, num_frames: int, num_steps: int, guidance: float, guidance_img: float,
                      motion_score: str, seed: int | None, random_seed: bool, num_samples: int, refine: bool,
                      lora: str, lora_scale: float, request: gr.Request, progress=gr.Progress()):
-        """Image (or video) to video. Returns (mp4 of the first sample, all mp4s, status text, seed used)."""
-        return handler.run(
-            GenerationRequest(
-                preset=preset, prompt=prompt, negative_prompt=negative_prompt or "", cond_type=cond_type,
-                reference=reference_paths(cond_type, reference_image, end_image, reference_video),
-                num_frames=int(num_frames), resolution=resolution, aspect_ratio=aspect_ratio,
-                num_steps=int(num_steps), guidance=float(guidance), guidance_img=float(guidance_img),
-                motion_score=motion_score, seed=None if random_seed or seed is None else int(seed),
-                num_samples=int(num_samples), refine=bool(refine), lora=lora or None, lora_scale=float(lora_scale),
-            ),
-            request, progress,
-        )
+        """Image (or video) to video. Returns (mp4 of the first sample, all mp4s, status text, seed of the
+        first video). aspect_ratio "auto": the preset's bucket closest to the reference's shape."""
+        values = [preset, resolution, aspect_ratio, num_frames, num_steps, guidance, guidance_img, motion_score,
+                  seed, random_seed, num_samples, refine, lora, lora_scale]
+        references = reference_paths(cond_type, reference_image, end_image, reference_video)
+        return handler.run(request_from_form(values, prompt=prompt, negative_prompt=negative_prompt or "",
+                                             cond_type=cond_type, reference=references), request, progress)
 
-    inputs = [prompt, image, cond_type, end_image, ref_video, negative, form.preset, form.resolution,
-              form.aspect_ratio, form.num_frames, form.num_steps, form.guidance, form.guidance_img,
-              form.motion_score, form.seed, form.random_seed, form.num_samples, form.refine, form.lora,
-              form.lora_scale]
-    event = wire_generate(generate, cancel, cancel_note, handler, generate_i2v, inputs, video, samples, status, form,
-                          api_name="generate-i2v", cancel_api=False)
-    tab = VideoTab(prompt, negative, form, video, samples, status, event)
+    inputs = [prompt, image, cond_type, end_image, ref_video, negative, *form.request_inputs()]
+    event = wire_generate(result, handler, generate_i2v, inputs, api_name="generate-i2v", cancel_api=False)
+    form.preset.input(lambda name: gr.update(placeholder=preset(name).prompt.example), form.preset, prompt,
+                      api_visibility="private", queue=False)
+    tab = VideoTab(prompt, negative, form, result, event)
     return tab, ReferenceInputs(cond_type, image, end_image, ref_video)

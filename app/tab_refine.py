@@ -40,21 +40,23 @@ def server_line() -> str:
 def refine(prompt: str, image: str | None, mode: str, motion_score: str, shapes_world: bool):
     """Refine a prompt. Returns (original, refined, motion score line, notes)."""
     if mode == "i2v" and not image and not shapes_world:
-        raise gr.Error("mode 'image → video' needs an image: upload one, or pick another mode")
+        raise gr.Error("mode 'image → video' needs an image: upload one, or pick another mode", print_exception=False)
     error = None
     try:
         prepared = prepare_prompt(prompt, refine=True, motion_score=motion_score or "4", mode=mode,
-                                  ref_image=image if mode == "i2v" else None, shapes_world=bool(shapes_world))
+                                  ref_image=image if mode == "i2v" else None,
+                                  vocabulary="shapes-world" if shapes_world else None)
     except UserError as err:
         error = str(err)
     if error is not None:
-        raise gr.Error(error)
+        raise gr.Error(error, print_exception=False)
     motion = f"{prepared.motion_score} ({prepared.motion_source})"
     notes = "\n\n".join(f"Note: {n}" for n in prepared.notices) or f"refined by: {prepared.refiner}"
     return prepared.original, prepared.text, motion, notes
 
 
-def build_refine_tab(demo_available: bool) -> RefineTab:
+def build_refine_tab(demo_available: bool, demo_loaded: bool) -> RefineTab:
+    """`demo_available`: offer the demo model's vocabulary; `demo_loaded`: tick it (the app runs the demo)."""
     gr.Markdown(server_line())
     with gr.Row():
         with gr.Column():
@@ -64,7 +66,8 @@ def build_refine_tab(demo_available: bool) -> RefineTab:
             with gr.Row():
                 motion = gr.Dropdown(["dynamic"] + [str(i) for i in range(1, 16)], value="4", label="Motion score",
                                      info="dynamic asks the server")
-                shapes = gr.Checkbox(False, label="Demo model vocabulary (shapes world)", visible=demo_available)
+                shapes = gr.Checkbox(demo_loaded, label="Demo model vocabulary (shapes world)", visible=demo_available,
+                                     info="map the idea onto the only words the demo model knows")
             button = gr.Button("Refine", variant="primary")
         with gr.Column():
             before = gr.Textbox(label="Before", interactive=False, lines=3)

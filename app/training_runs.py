@@ -387,12 +387,16 @@ class TrainingRuns:
 
 
 _CHECKPOINT_LINE = re.compile(r"saved checkpoint |removed old checkpoint ")
+# train.log's "2026-01-31 12:00:00,123 INFO training.trainer: ..." -> "12:00:00 ..." (level kept unless INFO)
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d (\d\d:\d\d:\d\d),\d+ (\w+) [\w.]+: ")
 
 
 def compact_log(text: str, keep: int = 30) -> str:
-    """The last KEEP lines, with each run of checkpoint lines folded into its newest one (they
-    would otherwise fill the tail of a long run)."""
+    """The last KEEP lines for the tab: each run of checkpoint lines folded into its newest one
+    (they would otherwise fill the tail of a long run), the date and logger name dropped."""
     lines = text.splitlines()
     kept = [line for i, line in enumerate(lines)
             if not (_CHECKPOINT_LINE.search(line) and i + 1 < len(lines) and _CHECKPOINT_LINE.search(lines[i + 1]))]
-    return "\n".join(kept[-keep:])
+    short = [_LOG_PREFIX.sub(lambda m: f"{m.group(1)} " + ("" if m.group(2) == "INFO" else f"{m.group(2)} "), line)
+             for line in kept[-keep:]]
+    return "\n".join(short)

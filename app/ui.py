@@ -11,14 +11,15 @@ import gradio as gr
 from app.cancel import CancelRegistry
 from app.config import AppConfig
 from app.generate_handler import GenerateHandler
-from app.model_cache import PipelineCache
-from app.presets_info import availability, banner_markdown, check_selectable, startup_preset
+from app.presets_info import availability, banner_markdown, check_selectable, preset, startup_preset
 from app.tab_finetune import build_finetune_tab
 from app.tab_history import build_history_tab, history_items, refresh_event_args
 from app.tab_i2v import build_i2v_tab
 from app.tab_refine import build_refine_tab
 from app.tab_t2v import build_t2v_tab
 from app.training_runs import TrainingRuns, lora_choices
+from opensora.generation_settings import GenerationRequest
+from opensora.pipeline_cache import PipelineCache
 
 CSS = """
 .model-banner { font-size: 0.95em; }
@@ -66,7 +67,7 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
             with gr.Tab("Image → Video", id="i2v", elem_id="tab-i2v") as i2v_tab:
                 i2v, refs = build_i2v_tab(config, handler, default)
             with gr.Tab("Prompt refinement", id="refine", elem_id="tab-refine"):
-                refine = build_refine_tab(demo_available)
+                refine = build_refine_tab(demo_available, preset(default).prompt.vocabulary == "shapes-world")
             with gr.Tab("Fine-tune", id="finetune", elem_id="tab-finetune"):
                 build_finetune_tab(demo, config, services.runs, default, [t2v.form.lora, i2v.form.lora])
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
@@ -89,27 +90,27 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
             keep = [gr.update() for _ in t2v_fill + i2v_fill + ref_fill]
             if not settings:
                 return gr.update(), *keep
-            if settings.get("cond_type", "t2v") == "t2v":
-                return gr.Tabs(selected="t2v"), *t2v.fill(settings, config), *keep[len(t2v_fill):]
-            return (gr.Tabs(selected="i2v"), *keep[:len(t2v_fill)], *i2v.fill(settings, config),
-                    *reference_updates(settings))
+            request = GenerationRequest.from_sidecar(settings, folder=config.output_dir)
+            if request.cond_type == "t2v":
+                return gr.Tabs(selected="t2v"), *t2v.fill(request, config), *keep[len(t2v_fill):]
+            return (gr.Tabs(selected="i2v"), *keep[:len(t2v_fill)], *i2v.fill(request, config),
+                    *reference_updates(request))
 
         history.reuse.click(reuse, history.selected, [tabs, *t2v_fill, *i2v_fill, *ref_fill], **private)
         # Opening a video tab picks up LoRAs finished meanwhile (also from the command line).
         for tab_block, form in ((t2v_tab, t2v.form), (i2v_tab, i2v.form)):
-            tab_block.select(lambda value: gr.update(choices=lora_choices(config.runs_dir, keep=value or "")),
-                             form.lora, form.lora, **private)
+            tab_block.select(lambda value, name: gr.update(choices=lora_choices(config.runs_dir, keep=value or "",
+                                                                                preset=name)),
+                             [form.lora, form.preset], form.lora, **private)
         demo.load(lambda: history_items(config.output_dir, config.history_limit), None,
                   [history.gallery, history.shown], api_visibility="private", show_progress="hidden")
     return demo, services
 
 
-def reference_updates(settings: dict) -> list:
-    """cond type + reference inputs of the I2V tab from a sidecar (files that still exist)."""
-    refs = settings.get("reference") or []
-    refs = refs.split(";") if isinstance(refs, str) else list(refs)
-    existing = [r for r in refs if r and Path(r).is_file()]
-    cond_type = settings.get("cond_type", "i2v_head")
+def reference_updates(request: GenerationRequest) -> list:
+    """cond type + reference inputs of the I2V tab from a reused request (files that still exist)."""
+    existing = [r for r in request.reference if r and Path(r).is_file()]
+    cond_type = request.cond_type
     if cond_type.startswith("v2v"):
         return [cond_type, gr.update(), gr.update(), existing[0] if existing else gr.update()]
     first = existing[0] if existing else gr.update()

@@ -23,3 +23,10 @@ def gpu_task(duration: Callable[..., int]):
     except ImportError:
         return lambda fn: fn
     return spaces.GPU(duration=duration)
+
+
+def estimate_gpu_seconds(preset, settings) -> int:
+    """A generous upper bound for ZeroGPU's `duration`: load + steps x samples x latent tokens."""
+    unit = preset.spatial_unit
+    tokens = preset.vae.latent_frames(settings.num_frames) * (settings.height // unit) * (settings.width // unit)
+    return int(min(900, 30 + settings.num_steps * settings.num_samples * tokens * 1e-4))

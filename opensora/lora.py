@@ -190,3 +190,11 @@ def check_lora_fits(lora: LoraFile, model: torch.nn.Module, preset_name: str) ->
 def lora_delta(a: torch.Tensor, b: torch.Tensor, scaling: float, scale: float) -> torch.Tensor:
     """scale * (alpha / r) * B @ A, in float32."""
     return (scale * scaling) * (b.float() @ a.float())
+
+
+def check_lora_choice(path: str | Path, scale: float, preset_name: str) -> None:
+    """Before any model loads: the file is a readable LoRA made for `preset_name`, the scale in range."""
+    check_scale(scale, str(path))
+    lora = read_lora_file(path)
+    if lora.preset not in (preset_name, "?"):
+        raise UserError(f"LoRA {path} was trained for preset {lora.preset}, not {preset_name}: pick a LoRA of {preset_name}")

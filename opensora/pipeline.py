@@ -5,53 +5,24 @@
     result.videos[0]  # (3, T, H, W) float in [-1, 1]
 """
 
-import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from opensora.devices import parse_dtype
 from opensora.errors import UserError
+from opensora.generation_settings import GenerationSettings, video_record
 from opensora.io.reference import load_reference, load_reference_frame
 from opensora.loading import load_components
 from opensora.models.mmdit import mmdit_forward
-from opensora.presets import MAX_FRAMES, Preset, load_preset
-from opensora.prompts import check_motion_score, model_prompt
-from opensora.sampling.conditioning import (
-    normalize_cond_type,
-    prepare_condition,
-    reference_spec,
-    replace_reference_frames,
-)
+from opensora.presets import Preset, load_preset
+from opensora.refine import PreparedPrompt
+from opensora.sampling.conditioning import prepare_condition, reference_spec, replace_reference_frames
 from opensora.sampling.denoise import GuidanceOptions, StepCallback, denoise
 from opensora.sampling.packing import image_position_ids, pack, unpack
 from opensora.sampling.schedule import make_scheduler
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-SEED_MAX = 2**32 - 1
-RANGES = {"num_steps": (1, 500), "guidance": (0.0, 50.0), "guidance_img": (0.0, 50.0), "num_samples": (1, 64)}
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise UserError(f"unknown dtype {name!r}; allowed: {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def check_num_frames(num_frames) -> int:
-    if not isinstance(num_frames, int) or num_frames < 1 or num_frames > MAX_FRAMES or (num_frames - 1) % 4:
-        raise UserError(
-            f"num_frames {num_frames!r} is not allowed: use 4k+1 frames between 1 and {MAX_FRAMES} "
-            "(1, 5, 9, ..., 33, ..., 129)"
-        )
-    return num_frames
-
-
-def check_range(name: str, value, low, high):
-    if value is None or not low <= value <= high:
-        raise UserError(f"{name} {value!r} is out of range: allowed {low} to {high}")
-    return value
 
 
 @dataclass
@@ -139,7 +110,6 @@ class OpenSoraPipeline:
             latents.append(self.vae.encode(clip, sample=True, generator=generator)[0])
         return latents
 
-    @torch.no_grad()
     def __call__(
         self,
         prompt: str,
@@ -155,7 +125,7 @@ class OpenSoraPipeline:
         num_steps: int | None = None,
         guidance: float | None = None,
         guidance_img: float | None = None,
-        motion_score: int | str | None = None,
+        motion_score: int | None = None,
         seed: int | None = None,
         noise_seed: int | None = None,
         num_samples: int = 1,
@@ -165,102 +135,88 @@ class OpenSoraPipeline:
         callback: StepCallback | None = None,
         cancel_event=None,
     ) -> GenerationResult:
-        """Generate `num_samples` videos for one prompt.
+        """Generate `num_samples` videos for one prompt (the Python API; the CLI and the app go
+        through `opensora.runner`, which also writes the files).
 
         Args:
-            prompt: what to show; the official FPS and motion-score suffixes are appended here.
+            prompt: what to show; the official FPS and motion-score suffixes are appended. A preset
+                with a prompt vocabulary (the demo) maps it onto that vocabulary first.
             negative_prompt: text for the unconditional branches (the official default is "").
             cond_type: t2v, i2v_head, i2v_tail, i2v_loop, v2v_head, v2v_tail, v2v_head_easy,
                 v2v_tail_easy (v2v_*_half are accepted as aliases of the _easy types).
             reference: image/video path(s) for the non-t2v types; i2v_loop takes "first;last".
-            num_frames: 4k+1, at most 129. resolution / aspect_ratio: a bucket of the preset;
-                height / width override the bucket (multiples of 16).
+            num_frames: 4k+1, at most the preset's limit. resolution / aspect_ratio: a bucket of
+                the preset ("auto": the one closest to the reference); height / width (both)
+                replace the bucket.
             num_steps, guidance, guidance_img, text_osci, image_osci, scale_temporal_osci:
                 sampler settings (preset defaults when None).
             motion_score: 1-15, appended to the prompt as "<m> motion score." (None: preset default).
             seed: seeds everything (reference posterior sampling, and the noise unless
-                `noise_seed` is given); sample k uses noise seed + k. None: a random seed, reported.
+                `noise_seed` is given); sample k is made as a one-sample call with seed + k.
+                None: a random seed, reported.
             callback: called after each step as callback(step_index, total_steps, latent (B,C,T,H,W)).
             cancel_event: anything with `is_set()`; checked between steps (raises GenerationCancelled).
         Returns:
-            GenerationResult with the videos and the settings used for each.
+            GenerationResult with the videos and each one's sidecar settings.
         """
+        from opensora.generation_settings import GenerationRequest, resolve_settings
+        from opensora.refine import prepare_prompt
+
+        request = GenerationRequest(
+            prompt=prompt, preset=self.preset.name, negative_prompt=negative_prompt, cond_type=cond_type,
+            reference=reference, num_frames=num_frames, resolution=resolution, aspect_ratio=aspect_ratio,
+            height=height, width=width, num_steps=num_steps, guidance=guidance, guidance_img=guidance_img,
+            text_osci=text_osci, image_osci=image_osci, scale_temporal_osci=scale_temporal_osci,
+            motion_score=motion_score, seed=seed, noise_seed=noise_seed, num_samples=num_samples,
+        )
+        settings = resolve_settings(request, self.preset)
+        prepared = prepare_prompt(settings.prompt, refine=False, motion_score=settings.motion_score,
+                                  vocabulary=self.preset.prompt.vocabulary, fps=settings.fps)
+        return self.generate(settings, prepared, callback, cancel_event)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        settings: GenerationSettings,
+        prepared: PreparedPrompt,
+        callback: StepCallback | None = None,
+        cancel_event=None,
+    ) -> GenerationResult:
+        """The videos of resolved `settings` (see `opensora.generation_settings`), with the encoder
+        text of `prepared` (whose motion score is the one used)."""
         started = time.time()
-        preset, defaults = self.preset, self.preset.sampler
-        if not prompt or not prompt.strip():
-            raise UserError("the prompt is empty: describe the video to generate")
-        cond_type = normalize_cond_type(cond_type)
-        num_frames = check_num_frames(defaults.num_frames if num_frames is None else num_frames)
-        resolution = resolution or defaults.resolution
-        aspect_ratio = aspect_ratio or defaults.aspect_ratio
-        height, width = self._pixel_size(resolution, aspect_ratio, height, width)
-        num_steps = int(check_range("num_steps", defaults.num_steps if num_steps is None else num_steps, *RANGES["num_steps"]))
-        guidance = float(check_range("guidance", defaults.guidance if guidance is None else guidance, *RANGES["guidance"]))
-        guidance_img = float(
-            check_range("guidance_img", defaults.guidance_img if guidance_img is None else guidance_img, *RANGES["guidance_img"])
-        )
-        check_range("num_samples", num_samples, *RANGES["num_samples"])
-        motion = check_motion_score(defaults.motion_score if motion_score is None else motion_score)
-        seed = random.randint(0, SEED_MAX) if seed is None else check_range("seed", seed, 0, SEED_MAX)
-        noise_seed = seed if noise_seed is None else check_range("noise_seed", noise_seed, 0, SEED_MAX)
+        if settings.preset != self.preset.name:
+            raise UserError(f"settings are for preset {settings.preset}; this pipeline runs {self.preset.name}")
+        settings = replace(settings, motion_score=prepared.motion_score)
         options = GuidanceOptions(
-            guidance=guidance,
-            guidance_img=guidance_img,
-            text_osci=defaults.text_osci if text_osci is None else text_osci,
-            image_osci=defaults.image_osci if image_osci is None else image_osci,
-            scale_temporal_osci=defaults.scale_temporal_osci if scale_temporal_osci is None else scale_temporal_osci,
+            guidance=settings.guidance, guidance_img=settings.guidance_img, text_osci=settings.text_osci,
+            image_osci=settings.image_osci, scale_temporal_osci=settings.scale_temporal_osci,
         )
+        vae = self.preset.vae
+        latent_t = vae.latent_frames(settings.num_frames)
+        shape = (1, self.preset.mmdit.latent_channels, latent_t,
+                 settings.height // vae.spatial_compression, settings.width // vae.spatial_compression)
 
-        # Latent grid (sampler_spec.md, section 2).
-        latent_t = preset.vae.latent_frames(num_frames)
-        latent_h, latent_w = height // preset.vae.spatial_compression, width // preset.vae.spatial_compression
-        shape = (1, preset.mmdit.latent_channels, latent_t, latent_h, latent_w)
-
-        text = model_prompt(prompt, defaults.fps, motion)
-        txt, y_vec = self.text_encoder.encode([text, negative_prompt, negative_prompt])
+        negative = settings.negative_prompt
+        txt, y_vec = self.text_encoder.encode([prepared.model_text, negative, negative])
         txt, y_vec = txt.to(self.dtype), y_vec.to(self.dtype)
 
-        torch.manual_seed(seed)  # anything not given its own generator follows --seed
-        ref_generator = torch.Generator(device="cpu").manual_seed(seed)
-        ref_latents = self._encode_references(cond_type, reference, height, width, ref_generator)
-        references = [ref_latents]
-
         result = GenerationResult(videos=[], settings=[])
-        for k in range(num_samples):
-            sample_seed = (noise_seed + k) % (SEED_MAX + 1)
-            generator = torch.Generator(device="cpu").manual_seed(sample_seed)
+        for k in range(settings.num_samples):
+            one = settings.sample(k)
+            torch.manual_seed(one.seed)  # anything not given its own generator follows the seed
+            ref_generator = torch.Generator(device="cpu").manual_seed(one.seed)
+            references = [self._encode_references(one.cond_type, one.reference, one.height, one.width, ref_generator)]
+            noise_seed = one.seed if one.noise_seed is None else one.noise_seed
+            generator = torch.Generator(device="cpu").manual_seed(noise_seed)
             noise = torch.randn(shape, generator=generator, dtype=self.dtype).to(self.device)
-            latent = self.sample(noise, txt, y_vec, cond_type, references, options, num_steps, callback, cancel_event)
-            video = self.vae.decode(latent.to(self.dtype))[0, :, :num_frames].float().clamp(-1, 1).cpu()
+            latent = self.sample(noise, txt, y_vec, one.cond_type, references, options, one.num_steps, callback,
+                                 cancel_event)
+            video = self.vae.decode(latent.to(self.dtype))[0, :, : one.num_frames].float().clamp(-1, 1).cpu()
             result.videos.append(video)
             result.latents.append(latent[0].float().cpu())
-            result.settings.append(
-                {
-                    "preset": preset.name,
-                    "prompt": prompt,
-                    "model_prompt": text,
-                    "negative_prompt": negative_prompt,
-                    "cond_type": cond_type,
-                    "reference": reference if reference is None or isinstance(reference, str) else list(map(str, reference)),
-                    "num_frames": num_frames,
-                    "resolution": resolution,
-                    "aspect_ratio": aspect_ratio,
-                    "height": height,
-                    "width": width,
-                    "fps": defaults.fps,
-                    "num_steps": num_steps,
-                    "motion_score": motion,
-                    "seed": seed,
-                    "noise_seed": sample_seed,
-                    "sample_index": k,
-                    "shift": defaults.shift,
-                    "flow_shift": defaults.flow_shift,
-                    "dtype": str(self.dtype).removeprefix("torch."),
-                    "loras": [dict(lora) for lora in self.loras],
-                    **asdict(options),
-                    "seconds": round(time.time() - started, 3),
-                }
-            )
+            result.settings.append(video_record(one, prepared, sample_index=k, dtype=self.dtype,
+                                                loras=self.loras, seconds=time.time() - started))
         return result
 
     def sample(
@@ -310,15 +266,3 @@ class OpenSoraPipeline:
         _, _, latent_t, latent_h, latent_w = latent_shape
         sampler = self.preset.sampler
         return make_scheduler(num_steps, (latent_h // p) * (latent_w // p), latent_t, sampler.shift, sampler.flow_shift)
-
-    def _pixel_size(self, resolution, aspect_ratio, height, width) -> tuple[int, int]:
-        if height is None and width is None:
-            return self.preset.image_size(resolution, aspect_ratio)
-        unit = self.preset.spatial_unit
-        for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value < unit or value % unit or value > 4096:
-                raise UserError(
-                    f"{name} {value!r} is not allowed: give both height and width as multiples of {unit} "
-                    f"between {unit} and 4096"
-                )
-        return height, width

@@ -46,6 +46,26 @@ class SamplerDefaults:
 
 
 @dataclass
+class PromptSettings:
+    """How prompts reach the model. `vocabulary`: the closed vocabulary the model was trained on
+    ("shapes-world" for the demo model); every prompt is mapped onto it and the user is told how."""
+
+    vocabulary: str | None = None
+    example: str = "a red fox running through fresh snow"  # shown as the UI's placeholder
+
+
+@dataclass
+class Limits:
+    """Frame counts a preset accepts, and up to where its model was trained (a warning past it)."""
+
+    max_frames: int = MAX_FRAMES
+    trained_frames: int | None = None
+
+
+VOCABULARIES = ("shapes-world",)
+
+
+@dataclass
 class Preset:
     name: str
     description: str
@@ -56,6 +76,8 @@ class Preset:
     text: TextConfig
     sampler: SamplerDefaults
     buckets: dict[str, dict[str, tuple[int, int]]]
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+    limits: Limits = field(default_factory=Limits)
     seed: int = 0  # random-weight presets: weights drawn from this seed
     download: str = ""  # the command that fetches the official files
     path: Path = field(default=Path())
@@ -116,6 +138,8 @@ def load_preset(name_or_path: str) -> Preset:
         buckets={
             res: {ar: tuple(hw) for ar, hw in table.items()} for res, table in data.get("buckets", {}).items()
         },
+        prompt=_section(data, "prompt", PromptSettings, path),
+        limits=_section(data, "limits", Limits, path),
         seed=data.get("seed", 0),
         download=data.get("download", ""),
         path=path,
@@ -130,5 +154,10 @@ def _validate_buckets(preset: Preset) -> None:
         for ar, (h, w) in table.items():
             if h % unit or w % unit:
                 raise UserError(f"preset {preset.name}: bucket {res} {ar} = {h}x{w} is not a multiple of {unit}")
+    if preset.prompt.vocabulary not in (None, *VOCABULARIES):
+        raise UserError(f"preset {preset.name}: unknown prompt vocabulary {preset.prompt.vocabulary!r}; "
+                        f"known: {', '.join(VOCABULARIES)}")
+    if not 1 <= preset.limits.max_frames <= MAX_FRAMES:
+        raise UserError(f"preset {preset.name}: limits.max_frames {preset.limits.max_frames} must be 1-{MAX_FRAMES}")
     if preset.sampler.resolution not in preset.buckets:
         raise UserError(f"preset {preset.name}: default resolution {preset.sampler.resolution} has no bucket table")

@@ -78,10 +78,10 @@ def test_t2v_endpoint_returns_an_mp4_with_the_requested_frames(client, studio):
 
 def test_random_seed_is_reported_and_several_samples_come_back(client, studio):
     video, samples, status, seed = t2v(client, random_seed=True, num_samples=2, num_frames=5)
-    assert isinstance(seed, int) and f"seed {seed}" in status
+    assert isinstance(seed, int) and f"seeds {seed}, {seed + 1}" in status
     assert len(samples) == 2 and all(frame_count(s["video"])[0] == 5 for s in samples)
     names = [part for part in status.split("`") if part.endswith(".mp4")]
-    assert [sidecar_of(studio, n)["noise_seed"] for n in names] == [seed, seed + 1]
+    assert [sidecar_of(studio, n)["seed"] for n in names] == [seed, seed + 1]
 
 
 def test_i2v_endpoint_first_frame_and_loop(client, images):
@@ -195,8 +195,9 @@ def test_browser_generate_play_switch_tabs_reuse_and_screenshot(page, tmp_path):
     page.wait_for_function(PLAYABLE, arg="#tab-t2v .result-video video")
     status = t2v_tab.locator(".generation-status [data-testid=markdown]")
     assert "Done:" in status.inner_text()
-    seed = int(t2v_tab.get_by_label("Seed", exact=True).input_value())  # the random seed used is shown
+    seed = int(t2v_tab.get_by_label("Seed used").input_value())  # the random seed used is shown
     assert f"seed {seed}" in status.inner_text()
+    assert not t2v_tab.get_by_label("Seed", exact=True).is_visible()  # no seed box while "random" is ticked
     page.screenshot(path=str(tmp_path / "t2v.png"), full_page=True)
 
     page.get_by_role("tab", name="Image → Video").click()

@@ -10,6 +10,7 @@ import types
 import weakref
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.cancel import CancelRegistry
@@ -25,6 +26,8 @@ from app.training_runs import (
     training_configs,
 )
 from opensora.errors import UserError
+from opensora.io.video import write_video
+from opensora.presets import load_preset
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_TRAINER = (sys.executable, str(REPO / "tests" / "fake_trainer.py"))
@@ -211,6 +214,7 @@ def test_history_items_and_reuse_fill_from_sidecars(tmp_path):
     from app.config import AppConfig
     from app.settings_form import FILL_FIELDS, fill_updates
     from app.tab_history import history_items, read_sidecar
+    from opensora.generation_settings import GenerationRequest
     from opensora.io.outputs import OutputWriter
 
     writer = OutputWriter(tmp_path / "out")
@@ -226,11 +230,12 @@ def test_history_items_and_reuse_fill_from_sidecars(tmp_path):
     assert read_sidecar(tmp_path / "out", 0)["seed"] == 7
 
     config = AppConfig(output_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
-    values = dict(zip(FILL_FIELDS, fill_updates(read_sidecar(tmp_path / "out", 0), config)))
+    request = GenerationRequest.from_sidecar(read_sidecar(tmp_path / "out", 0), tmp_path / "out")
+    values = dict(zip(FILL_FIELDS, fill_updates(request, config, image_tab=False)))
     assert values["preset"] == "tiny-random"
     assert values["aspect_ratio"]["value"] == "1:1"
-    assert values["num_frames"] == 5 and values["num_steps"] == 3 and values["motion_score"] == "9"
-    assert values["seed"] == 7 and values["random_seed"] is False
+    assert values["num_frames"]["value"] == 5 and values["num_steps"] == 3 and values["motion_score"] == "9"
+    assert values["seed"]["value"] == 7 and values["random_seed"] is False
 
 
 def test_presets_without_files_are_not_selectable_and_say_how_to_get_them(tmp_path):
@@ -269,10 +274,16 @@ def test_gpu_task_uses_spaces_when_installed(monkeypatch):
 
 
 def test_gpu_duration_grows_with_the_work():
-    from app.generation import GenerationRequest, estimate_gpu_seconds
+    from app.zerogpu import estimate_gpu_seconds
+    from opensora.generation_settings import GenerationRequest, resolve_settings
+    from opensora.presets import load_preset
 
-    small = estimate_gpu_seconds(GenerationRequest(preset="opensora-v2-256px", prompt="x", num_frames=33, num_steps=10))
-    large = estimate_gpu_seconds(GenerationRequest(preset="opensora-v2-768px", prompt="x", num_frames=129, num_steps=50))
+    def seconds(name, **values):
+        p = load_preset(name)
+        return estimate_gpu_seconds(p, resolve_settings(GenerationRequest(prompt="x", **values), p))
+
+    small = seconds("opensora-v2-256px", num_frames=33, num_steps=10)
+    large = seconds("opensora-v2-768px", num_frames=129, num_steps=50)
     assert 30 <= small < large <= 900
 
 
@@ -284,8 +295,8 @@ def test_switching_presets_frees_the_old_pipeline(tmp_path):
 
     from app.config import AppConfig
     from app.generate_handler import GenerateHandler
-    from app.generation import GenerationRequest
-    from app.model_cache import PipelineCache
+    from opensora.generation_settings import GenerationRequest
+    from opensora.pipeline_cache import PipelineCache
 
     other = tmp_path / "tiny-b.toml"
     text = (REPO / "presets" / "tiny-random.toml").read_text().replace('name = "tiny-random"', 'name = "tiny-b"')
@@ -297,20 +308,21 @@ def test_switching_presets_frees_the_old_pipeline(tmp_path):
     video, _, status, seed = handler.run(GenerationRequest(preset="tiny-random", prompt="a ball", num_frames=5,
                                                            num_steps=2, seed=3), None, no_progress)
     assert Path(video).is_file() and seed == 3
-    assert cache.get("tiny-random") is cache.get("tiny-random")  # loaded once, kept
-    first = weakref.ref(cache.get("tiny-random"))
-    bad = tmp_path / "bad.png"
-    bad.write_text("not an image")
+    tiny = load_preset("tiny-random")
+    assert cache.get(tiny) is cache.get(tiny)  # loaded once, kept
+    first = weakref.ref(cache.get(tiny))
+    short = tmp_path / "short.mp4"
+    write_video(short, np.zeros((5, 32, 64, 3), np.uint8), fps=8)
     import gradio as gr
 
-    with pytest.raises(gr.Error):  # fails inside the pipeline (reference decoding)
-        handler.run(GenerationRequest(preset="tiny-random", prompt="a ball", cond_type="i2v_head",
-                                      reference=[str(bad)], num_frames=5, num_steps=2), None, no_progress)
+    with pytest.raises(gr.Error, match="at least 33 frames"):  # fails inside the pipeline (reference encoding)
+        handler.run(GenerationRequest(preset="tiny-random", prompt="a ball", cond_type="v2v_head",
+                                      reference=[str(short)], num_frames=37, num_steps=2), None, no_progress)
     rss_before = psutil.Process().memory_info().rss
-    assert cache.get(str(other)).preset.name == "tiny-b"
+    assert cache.get(load_preset(str(other))).preset.name == "tiny-b"
     gc.collect()
     assert first() is None, f"old pipeline still referenced by: {gc.get_referrers(first())[:3]}"
-    assert cache.loaded == str(other)
+    assert cache.loaded == "tiny-b"
     cache.unload()
     gc.collect()
     assert cache.loaded is None
@@ -320,8 +332,8 @@ def test_switching_presets_frees_the_old_pipeline(tmp_path):
 def test_generation_cancelled_between_steps_reports_and_writes_nothing(tmp_path):
     from app.config import AppConfig
     from app.generate_handler import GenerateHandler
-    from app.generation import GenerationRequest
-    from app.model_cache import PipelineCache
+    from opensora.generation_settings import GenerationRequest
+    from opensora.pipeline_cache import PipelineCache
 
     config = AppConfig(output_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
     cancels = CancelRegistry()
@@ -349,13 +361,13 @@ def test_out_of_memory_and_unexpected_errors_become_messages(tmp_path, monkeypat
 
     from app import generate_handler
     from app.config import AppConfig
-    from app.generation import GenerationRequest
-    from app.model_cache import PipelineCache
+    from opensora.generation_settings import GenerationRequest
+    from opensora.pipeline_cache import PipelineCache
 
     def failing(*_args):
         raise torch.OutOfMemoryError("CUDA out of memory") if raised == "oom" else RuntimeError("kaputt")
 
-    monkeypatch.setattr(generate_handler, "run_generation", failing)
+    monkeypatch.setattr(generate_handler, "run_job", failing)
     config = AppConfig(output_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
     cancels = CancelRegistry()
     handler = generate_handler.GenerateHandler(config, PipelineCache(config.ckpt_dir, "cpu", "fp32"), cancels)

@@ -32,7 +32,7 @@ def test_generate_tiny_random_writes_mp4_sidecar_and_results(tmp_path):
     sidecar = json.loads((out / "0000.json").read_text())
     assert sidecar["prompt"] == "a cat" and sidecar["num_frames"] == 9 and sidecar["aspect_ratio"] == "16:9"
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert rows == [{"index": "0", "text": "a cat", "seed": str(sidecar["noise_seed"]), "path": "0000.mp4"}]
+    assert rows == [{"index": "0", "text": "a cat", "seed": str(sidecar["seed"]), "path": "0000.mp4"}]
 
 
 def test_csv_batch_with_seeds_and_underscore_flags(tmp_path, capsys):

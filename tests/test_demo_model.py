@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from opensora.checkpoints import default_preset_name, file_status
 from opensora.cli import main
@@ -97,3 +98,19 @@ def test_app_started_without_a_checkpoint_makes_a_demo_video_of_the_prompt(tmp_p
     assert m.object_found and m.colour == "red" and m.background == "black"
     sidecar = json.loads((app.output_dir / status.split("`")[1]).with_suffix(".json").read_text())
     assert sidecar["preset"] == "demo"
+
+
+@pytest.mark.parametrize("typed, mapped", [
+    ("A small green square is moving left across a gray backdrop.", "a green square moving left on a gray background"),
+    ("square in purple, sinking downward", None),
+])
+def test_prompts_phrased_unlike_the_captions_give_the_video_of_their_mapped_form(demo_pipeline, typed, mapped):
+    """#33: the demo preset maps every prompt onto its vocabulary; the raw prompt stays in the sidecar."""
+    from opensora.refine import normalize_to_shapes_world
+
+    expected = mapped or normalize_to_shapes_world(typed)[0]
+    as_typed = demo_pipeline(typed, seed=3, num_steps=3)
+    canonical = demo_pipeline(expected, seed=3, num_steps=3)
+    assert torch.equal(as_typed.videos[0], canonical.videos[0])
+    assert as_typed.settings[0]["prompt"] == typed
+    assert as_typed.settings[0]["prompt_handling"]["refined"] == expected

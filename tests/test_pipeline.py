@@ -27,9 +27,21 @@ def test_same_seed_same_video_and_samples_differ(tiny_pipeline):
     b = tiny_pipeline("a dog", num_frames=5, seed=11, num_steps=2)
     assert torch.equal(a.videos[0], b.videos[0])
     assert not torch.equal(a.videos[0], a.videos[1])
-    assert [s["noise_seed"] for s in a.settings] == [11, 12]
+    assert [s["seed"] for s in a.settings] == [11, 12]
     c = tiny_pipeline("a dog", num_frames=5, seed=11, noise_seed=99, num_steps=2)
     assert c.settings[0]["noise_seed"] == 99 and not torch.equal(a.videos[0], c.videos[0])
+
+
+def test_each_sample_of_a_batch_is_remade_by_its_own_seed(tiny_pipeline, tmp_path):
+    """#29.6: sample 2 of a multi-sample run is reproduced by the seed its sidecar records."""
+    image = _png(tmp_path / "ref.png", (200, 40, 40))
+    batch = tiny_pipeline("a dog", cond_type="i2v_head", reference=image, num_frames=5, seed=20, num_steps=2,
+                          num_samples=3)
+    for k in (1, 2):
+        assert batch.settings[k]["seed"] == 20 + k and batch.settings[k]["num_samples"] == 1
+        alone = tiny_pipeline("a dog", cond_type="i2v_head", reference=image, num_frames=5,
+                              seed=batch.settings[k]["seed"], num_steps=2)
+        assert torch.equal(alone.videos[0], batch.videos[k])
 
 
 def test_random_seed_is_reported(tiny_pipeline):
@@ -95,6 +107,9 @@ def test_v2v_head_and_half_alias(tiny_pipeline, tmp_path):
         ({"cond_type": "i2v_middle"}, r"unknown cond type 'i2v_middle'"),
         ({"cond_type": "i2v_head"}, r"needs a reference"),
         ({"height": 33, "width": 64}, r"height 33 .*multiples of 16"),
+        ({"width": 64}, r"width was given alone: give both height and width"),
+        ({"prompt": "x" * 2001}, r"2001 characters; the limit is 2000"),
+        ({"num_samples": 0}, r"num_samples 0 is out of range"),
         ({"num_steps": 0}, r"num_steps 0 is out of range"),
         ({"motion_score": 20}, r"motion score .*1-15.*20"),
         ({"guidance": -1.0}, r"guidance -1.0 is out of range"),

@@ -406,12 +406,25 @@ def test_shapes_world_out_of_vocabulary_is_deterministic_with_notice():
 
 def test_shapes_world_preset_never_calls_the_server(stub):
     prepared = prepare_prompt("a Red Circle going up", refine=True, motion_score=4,
-                              settings=settings_for(stub), shapes_world=True)
+                              settings=settings_for(stub), vocabulary="shapes-world")
     assert prepared.refined == normalize_to_shapes_world("a Red Circle going up")[0]
     assert prepared.refined.startswith("a red circle moving up on a ")
     assert prepared.refiner == "shapes_world" and stub.chat_requests == []
-    unrefined = prepare_prompt("a dragon", refine=False, motion_score=4, shapes_world=True)
-    assert unrefined.refined is None and "--refine-prompt" in unrefined.notices[0]
+
+
+def test_a_vocabulary_preset_always_maps_and_says_what_it_understood():
+    """#33: the demo preset maps every prompt (not only with --refine-prompt) and tells the user."""
+    mapped = prepare_prompt("square in purple, sinking downward", refine=False, motion_score=4,
+                            vocabulary="shapes-world")
+    assert mapped.refined.startswith("a purple square moving down on a ")
+    assert mapped.notices == [f"understood as '{mapped.refined}'"]
+    canonical = prepare_prompt(mapped.refined, refine=False, motion_score=4, vocabulary="shapes-world")
+    assert canonical.refined == mapped.refined and canonical.notices == []
+    night = prepare_prompt("a cat on a roof at night", refine=False, motion_score=4, vocabulary="shapes-world")
+    unknown = night.notices[0].split("does not know: ")[1]
+    assert "cat" in unknown and "at" not in unknown.split(", ")
+    with pytest.raises(UserError, match="unknown prompt vocabulary 'klingon'"):
+        prepare_prompt("a cat", refine=False, motion_score=4, vocabulary="klingon")
 
 
 # --- CLI -------------------------------------------------------------------------------------

@@ -62,8 +62,8 @@ def combo_prompt(combo: Combo, pipe: OpenSoraPipeline) -> str:
     """The caption of `combo` as the CLI and the app would send it (refined, with the preset's motion score)."""
     sampler = pipe.preset.sampler
     caption = shapes_world_caption(combo.colour, combo.shape, combo.motion, combo.background)
-    return prepare_prompt(caption, refine=True, motion_score=sampler.motion_score, shapes_world=True,
-                          fps=sampler.fps).text
+    return prepare_prompt(caption, refine=False, motion_score=sampler.motion_score,
+                          vocabulary=pipe.preset.prompt.vocabulary, fps=sampler.fps).text
 
 
 def evaluate(

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         ref_image=args.ref if args.mode == "i2v" else None,
         settings=settings_from_args(args),
-        shapes_world=args.shapes_world,
+        vocabulary="shapes-world" if args.shapes_world else None,
         fps=args.fps,
     )
     for notice in prepared.notices:

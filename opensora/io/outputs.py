@@ -1,21 +1,25 @@
 """Where generated videos go: numbered mp4 files, JSON sidecars and a results.csv index.
 
-Layout of an output directory (shared by the CLI and the UI)::
+Layout of an output directory (shared by the CLI, the UI and any number of processes)::
 
-    0000.mp4  0000.json  0001.mp4  0001.json  ...  results.csv
+    0000.mp4  0000.json  0001.mp4  0001.json  ...  results.csv  references/
 
-Every file is written atomically (temp file in the same directory, fsync, ``os.replace``) so a
-crash or a concurrent reader never sees half a file.
+A video and its sidecar are one unit: an index is claimed by creating `.NNNN.claim` exclusively
+(it holds the writer's pid), both files are written under temp names, the sidecar is renamed into
+place first and the mp4 last, the results.csv row is appended under a lock, then the claim goes.
+A writer killed midway leaves a claim whose pid is dead; `sweep()` (run by every writer) removes
+its temp files and a sidecar without its video, and restores a missing csv row.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 import re
-import tempfile
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,53 +27,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from opensora.io.video import PathLike, write_video
+from opensora.errors import UserError
+from opensora.io.atomic import (  # noqa: F401 - re-exported: the trainer writes through these
+    FILE_MODE,
+    atomic_write_bytes,
+    atomic_write_text,
+    file_lock,
+    pid_alive,
+    publish,
+    save_safetensors_atomic,
+    temp_path,
+)
+from opensora.io.video import PathLike, encode_video
 
 RESULTS_CSV = "results.csv"
 RESULTS_COLUMNS = ("index", "text", "seed", "path")
+REFERENCES_DIR = "references"
 _NUMBERED = re.compile(r"^(\d{4,})\.(mp4|json)$")
+_CLAIM = re.compile(r"^\.(\d{4,})\.claim$")
+_TEMP = re.compile(r"^\.(\d{4,})\.(mp4|json)\.tmp-")
 _SECRET_KEY_PARTS = ("api_key", "token")
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-
-
-def save_safetensors_atomic(
-    tensors: dict[str, torch.Tensor], path: PathLike, metadata: dict[str, str] | None = None
-) -> Path:
-    """safetensors written to a temp file in the same folder, then renamed: readers see the old
-    file or the new one, never half of one."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; these are ordinary outputs
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """UTF-8, newlines written exactly as given (no platform translation)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _is_secret_key(key: str) -> bool:
@@ -103,64 +80,176 @@ def _read_csv_rows(csv_path: Path) -> list[dict[str, str]]:
         return []
 
 
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MB free"
+    except OSError:
+        return "free space unknown"
+
+
+def output_error(folder: Path, err: OSError) -> UserError:
+    """A full disk, a read-only or vanished folder: one line naming the folder and its free space."""
+    reason = err.strerror or str(err)
+    return UserError(f"cannot write to the output folder {folder}: {reason} ({_free_space(folder)})")
+
+
+def copy_reference(path: str, output_dir: Path) -> str:
+    """A reference file copied (once, by content) into OUTPUT_DIR/references/; the copy's path."""
+    source = Path(path)
+    if source.parent == output_dir / REFERENCES_DIR:
+        return str(source)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    target = output_dir / REFERENCES_DIR / f"{digest}{source.suffix.lower()}"
+    if not target.is_file():
+        try:
+            atomic_write_bytes(target, source.read_bytes())
+        except OSError as err:
+            raise output_error(output_dir, err) from None
+    return str(target)
+
+
 class OutputWriter:
-    """Writes numbered results into one directory. Numbering continues from the highest
-    existing ``NNNN.mp4``/``NNNN.json``, so runs never overwrite each other. One process should
-    write a directory at a time; threads within it are serialized by a lock."""
+    """Writes numbered results into one directory; any number of threads and processes may
+    write the same directory at once (see the module docstring)."""
 
     def __init__(self, output_dir: PathLike):
-        self.output_dir = Path(output_dir)
+        self.output_dir = Path(output_dir).absolute()
         self._lock = threading.Lock()
+
+    def check_writable(self) -> None:
+        """Before any model loads: the folder exists (or can be made) and takes files."""
+        folder = self.output_dir
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"the output folder {folder} is a file, not a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            temp_path(folder / ".write-test").unlink()
+        except OSError as err:
+            raise output_error(folder, err) from None
+        self.sweep()
 
     def next_index(self) -> int:
         highest = -1
         if self.output_dir.is_dir():
             for entry in os.scandir(self.output_dir):
-                match = _NUMBERED.match(entry.name)
+                match = _NUMBERED.match(entry.name) or _CLAIM.match(entry.name)
                 if match:
                     highest = max(highest, int(match.group(1)))
         return highest + 1
 
-    def write(
-        self,
-        video: np.ndarray | torch.Tensor,
-        fps: float,
-        settings: dict,
-        text: str,
-        seed: int,
-    ) -> Path:
+    def _claim(self) -> tuple[int, Path]:
+        index = self.next_index()
+        while True:
+            claim = self.output_dir / f".{index:04d}.claim"
+            try:
+                fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                index += 1
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            # A writer that finished this index already removed its claim: its files are here.
+            if (self.output_dir / f"{index:04d}.mp4").exists() or (self.output_dir / f"{index:04d}.json").exists():
+                claim.unlink()
+                index += 1
+                continue
+            return index, claim
+
+    def write(self, video: np.ndarray | torch.Tensor, fps: float, settings: dict, text: str, seed: int) -> Path:
         """Write ``NNNN.mp4`` + ``NNNN.json`` (settings minus secrets) and append a row to
         results.csv. Returns the video path."""
+        sidecar = json.dumps(strip_secrets(settings), indent=2, ensure_ascii=False, default=_json_default) + "\n"
         with self._lock:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            index = self.next_index()
+            try:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                index, claim = self._claim()
+            except OSError as err:
+                raise output_error(self.output_dir, err) from None
             stem = f"{index:04d}"
-            video_path = self.output_dir / f"{stem}.mp4"
-            write_video(video_path, video, fps)
-            sidecar = json.dumps(
-                strip_secrets(settings), indent=2, ensure_ascii=False, default=_json_default
-            )
-            atomic_write_text(self.output_dir / f"{stem}.json", sidecar + "\n")
-            rel_path = video_path.relative_to(self.output_dir).as_posix()
-            self._append_result(index, text, seed, rel_path)
+            video_path, sidecar_path = self.output_dir / f"{stem}.mp4", self.output_dir / f"{stem}.json"
+            temps: list[Path] = []
+            try:
+                temps.append(temp_path(video_path, suffix=".mp4"))
+                encode_video(temps[-1], video, fps)
+                temps.append(temp_path(sidecar_path))
+                temps[-1].write_text(sidecar, encoding="utf-8")
+                publish(temps[-1], sidecar_path)
+                publish(temps[0], video_path)  # last: a video is listed only once its sidecar is there
+                self._append_result(index, text, seed, video_path.name)
+            except BaseException as err:
+                if not video_path.exists():  # never a sidecar without its video
+                    sidecar_path.unlink(missing_ok=True)
+                if isinstance(err, OSError):
+                    raise output_error(self.output_dir, err) from None
+                raise
+            finally:
+                for tmp in temps:
+                    tmp.unlink(missing_ok=True)
+                claim.unlink(missing_ok=True)
             return video_path
 
     def _append_result(self, index: int, text: str, seed: int, rel_path: str) -> None:
-        # Rewrite the whole file atomically rather than appending in place: an interrupted
-        # append could leave a half row that breaks every later read.
+        """One row appended in place under a lock shared by every writer of the folder."""
         csv_path = self.output_dir / RESULTS_CSV
-        # Bytes, not text: existing content is kept verbatim even if someone saved it in
-        # another encoding.
-        existing = csv_path.read_bytes() if csv_path.is_file() else b""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        if not existing.strip():
-            existing = b""
-            writer.writerow(RESULTS_COLUMNS)
-        elif not existing.endswith((b"\n", b"\r")):
-            existing += b"\n"
-        writer.writerow([index, text, seed, rel_path])
-        atomic_write_bytes(csv_path, existing + buffer.getvalue().encode("utf-8"))
+        with file_lock(self.output_dir / f".{RESULTS_CSV}.lock"):
+            size = csv_path.stat().st_size if csv_path.is_file() else 0
+            prefix = b""
+            if size == 0:
+                writer.writerow(RESULTS_COLUMNS)
+            else:
+                with open(csv_path, "rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) not in (b"\n", b"\r"):
+                        prefix = b"\n"
+            writer.writerow([index, text, seed, rel_path])
+            with open(csv_path, "ab") as f:
+                f.write(prefix + buffer.getvalue().encode("utf-8"))  # one write: a whole row or none
+                f.flush()
+                os.fsync(f.fileno())
+            if size == 0:
+                os.chmod(csv_path, FILE_MODE)
+
+    def sweep(self) -> None:
+        """Clean up after writers that died: their temp files, a sidecar whose video never
+        arrived, the csv row of a video that did."""
+        if not self.output_dir.is_dir():
+            return
+        names = os.listdir(self.output_dir)
+        live = set()
+        for name in names:
+            match = _CLAIM.match(name)
+            if not match:
+                continue
+            claim = self.output_dir / name
+            try:
+                pid = int(claim.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid_alive(pid):
+                live.add(match.group(1))
+                continue
+            stem = match.group(1)
+            video, sidecar = self.output_dir / f"{stem}.mp4", self.output_dir / f"{stem}.json"
+            if not video.exists():
+                sidecar.unlink(missing_ok=True)
+            elif sidecar.exists():
+                self._restore_row(int(stem), sidecar)
+            claim.unlink(missing_ok=True)
+        for name in names:
+            match = _TEMP.match(name)
+            if match and match.group(1) not in live:
+                (self.output_dir / name).unlink(missing_ok=True)
+
+    def _restore_row(self, index: int, sidecar: Path) -> None:
+        rows = _read_csv_rows(self.output_dir / RESULTS_CSV)
+        if any(row.get("index") == str(index) for row in rows):
+            return
+        settings, _ = _read_sidecar(sidecar)
+        settings = settings or {}
+        self._append_result(index, settings.get("prompt", ""), settings.get("seed", ""), f"{index:04d}.mp4")
+
 
 def list_outputs(output_dir: PathLike) -> list[dict[str, Any]]:
     """All numbered videos in ``output_dir``, newest (highest index) first.

@@ -80,9 +80,37 @@ def _check_path(path: Path) -> None:
             f"unsupported reference file {path} (extension '{path.suffix}'); accepted: {_ACCEPTED}"
         )
     if not path.is_file():
-        raise UserError(f"reference file not found: {path} (accepted: {_ACCEPTED})")
+        raise UserError(f"reference file {path} does not exist")
     if path.stat().st_size == 0:
         raise UserError(f"reference file is empty (0 bytes): {path}")
+
+
+def check_reference_file(path: PathLike, video: bool = False) -> None:
+    """Fail now, naming the file, when a reference cannot be used: checked before any model
+    loads. `video`: the cond type needs frames of a video (a still image is refused)."""
+    path = Path(path)
+    _check_path(path)
+    if is_image_path(path):
+        if video:
+            raise UserError(f"this cond type continues a video; {path} is an image (use an i2v type for images)")
+        try:
+            with Image.open(path) as image:
+                image.verify()  # reads the whole file: a text file renamed .png fails here
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise UserError(f"cannot read image {path}: not a readable image ({e})") from None
+    else:
+        probe_video(path)
+
+
+def reference_size(path: PathLike) -> tuple[int, int]:
+    """(height, width) of a reference image or video as the model will see it (EXIF rotation applied)."""
+    path = Path(path)
+    _check_path(path)
+    if is_image_path(path):
+        image = _load_image(path)
+        return image.height, image.width
+    info = probe_video(path)
+    return info.height, info.width
 
 
 def _check_size(height: int, width: int) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -115,38 +114,43 @@ def write_video(path: PathLike, frames: np.ndarray | torch.Tensor, fps: float) -
     The file is encoded beside the target under a hidden temp name and moved into place with
     ``os.replace``, so readers never see a half-written video.
     """
+    from opensora.io.atomic import publish, temp_path
+
+    data = _checked_frames(frames, fps)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The .mp4 suffix lets libavformat pick the mp4 muxer from the name.
+    tmp = temp_path(path, suffix=".mp4")
+    try:
+        encode_video(tmp, data, fps)
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _checked_frames(frames: np.ndarray | torch.Tensor, fps: float) -> np.ndarray:
     valid_number = isinstance(fps, numbers.Real) and not isinstance(fps, bool)
     if not valid_number or not np.isfinite(fps) or fps <= 0:
         raise UserError(f"fps is {fps!r}; must be a number > 0 (e.g. 24)")
-    data = _make_even(_to_uint8_thwc(frames))
-    _, height, width, _ = data.shape
+    return _make_even(_to_uint8_thwc(frames))
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory, so os.replace is a rename on one filesystem; the .mp4 suffix lets
-    # libavformat pick the mp4 muxer from the name.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".mp4", dir=path.parent)
-    os.close(fd)
+
+def encode_video(path: PathLike, frames: np.ndarray | torch.Tensor, fps: float) -> None:
+    """Encode straight into `path` (not atomic: for callers that publish the file themselves)."""
+    data = _checked_frames(frames, fps)
+    _, height, width, _ = data.shape
     try:
-        options = {"movflags": "+faststart"}
-        with av.open(tmp_name, mode="w", format="mp4", options=options) as container:
+        with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             stream = container.add_stream("libx264", rate=_fps_fraction(float(fps)))
             stream.width = width
             stream.height = height
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": _CRF, "preset": _PRESET}
             for rgb in data:
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                container.mux(stream.encode(frame))
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
             container.mux(stream.encode())  # flush delayed (B-)frames
-        with open(tmp_name, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
     except av.FFmpegError as e:
         raise UserError(f"could not encode video {path}: {e}") from e
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
 
 
 # --------------------------------------------------------------------------- reading

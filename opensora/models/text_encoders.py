@@ -202,8 +202,16 @@ class T5MaskedEncoder(nn.Module):
         self.t5, self.tokenizer, self.max_length = t5.eval(), tokenizer, max_length
 
     @classmethod
-    def from_pretrained(cls, t5_dir: Path, max_length: int = 300, dtype=torch.float32, device="cpu"):
-        t5 = T5EncoderModel.from_pretrained(t5_dir, torch_dtype=dtype).to(device)
+    def from_pretrained(
+        cls, t5_dir: Path, max_length: int = 300, dtype=torch.float32, device="cpu", quant: str | None = None
+    ):
+        """quant as TextConditioner.from_pretrained: None, "int8" or "nf4"; safetensors only."""
+        check_text_encoder_quant(quant)
+        require_safetensors(t5_dir)
+        if quant is None:
+            t5 = T5EncoderModel.from_pretrained(t5_dir, dtype=dtype, use_safetensors=True).to(device)
+        else:
+            t5 = TextConditioner._quantized_t5(t5_dir, quant, dtype, device)
         return cls(t5, AutoTokenizer.from_pretrained(t5_dir), max_length)
 
     @classmethod

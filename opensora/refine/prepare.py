@@ -124,14 +124,16 @@ def prepare_prompt(
     mode: str = "t2v",
     ref_image: str | None = None,
     settings: RefineSettings | None = None,
-    shapes_world: bool = False,
+    vocabulary: str | None = None,
     fps: int = 24,
 ) -> PreparedPrompt:
     """Refine (optionally), pick the motion score and build the encoder text for one prompt.
 
     refine:       ask the configured OpenAI-compatible server; without one, the deterministic
-                  offline refiner is used. With `shapes_world` (demo preset) the prompt is
-                  mapped onto the demo vocabulary instead, never sent to a server.
+                  offline refiner is used.
+    vocabulary:   the closed vocabulary of the preset's model ("shapes-world" for the demo):
+                  the prompt is always mapped onto it (never sent to a server) and a notice
+                  says what was understood.
     motion_score: 1-15, or "dynamic" to ask the server (default 4 with a notice on failure).
     mode:         "t2v", "t2i" (first-frame caption for T2I2V) or "i2v" (sends `ref_image` to a
                   vision model). The official script refines i2v/v2v jobs with "t2i".
@@ -150,6 +152,9 @@ def prepare_prompt(
     if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
         raise UserError(f"fps must be a positive integer, got {fps!r}")
     settings = settings or RefineSettings.from_env()
+    shapes_world = vocabulary == "shapes-world"
+    if vocabulary is not None and not shapes_world:
+        raise UserError(f"unknown prompt vocabulary {vocabulary!r}; known: shapes-world")
     use_server = refine and not shapes_world and settings.configured
     if use_server and mode == "i2v" and ref_image is None:
         raise UserError("refine mode 'i2v' needs a reference image (--ref IMG)")
@@ -160,15 +165,11 @@ def prepare_prompt(
     refined: str | None = None
     refiner: str | None = None
     endpoint_down = False
-    if refine and shapes_world:
+    if shapes_world:
         refined, notice = normalize_to_shapes_world(prompt)
         refiner = "shapes_world"
-        if notice:
-            notices.append(f"{notice}; refined to '{refined}'")
-    elif shapes_world:
-        _, notice = normalize_to_shapes_world(prompt)
-        if notice:
-            notices.append(f"{notice}; --refine-prompt maps a prompt onto that vocabulary")
+        if " ".join(refined.split()) != " ".join(prompt.lower().split()).rstrip("."):
+            notices.append(f"understood as '{refined}'" + (f" ({notice})" if notice else ""))
     elif use_server:
         log.info("refining the prompt with %s (model %s)", settings.display_url(), settings.model)
         messages = build_messages(mode, prompt, settings.keep_language, image_url)

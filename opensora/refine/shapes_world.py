@@ -52,6 +52,9 @@ _FILLER = {
     "does", "motion", "place", "front", "floating", "floats", "float", "gliding", "glides",
     "glide", "drifting", "drift", "travels", "travel", "heads", "head", "holding", "holds",
     "remaining", "remains", "remain", "stay", "sit", "stand", "slide", "slides",
+    # Function words: they carry no meaning the demo world could show, so they are not "unknown".
+    "at", "by", "into", "onto", "through", "around", "near", "under", "above", "below", "behind",
+    "beside", "while", "as", "very", "this", "there", "here", "are", "be", "for", "then", "just",
 }
 
 

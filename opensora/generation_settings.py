@@ -1,0 +1,274 @@
+"""GenerationSettings: one generation, resolved and checked once, before any model loads.
+
+A `GenerationRequest` holds what the user chose (UI form, CLI flags, CSV row, a sidecar to reuse);
+None means "the preset's default". `resolve_settings(request, preset)` fills the defaults, checks
+every value against its allowed range and returns `GenerationSettings`, whose `asdict` is the
+sidecar of each video (plus what the run measured: see `opensora.runner`).
+
+Seeds: a video's `seed` reproduces it alone. Sample k of a request with seed S is made exactly as
+a one-sample request with seed S + k (its references are sampled and its noise drawn from S + k),
+so "reuse" of any sample of a batch gives that sample back.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from opensora.errors import UserError
+from opensora.presets import Preset
+
+SEED_MAX = 2**32 - 1
+MAX_PROMPT_CHARS = 2000  # T5 reads 512 tokens at most; a longer text only bloats sidecars and memory
+RANGES = {
+    "num_steps": (1, 500),
+    "guidance": (0.0, 50.0),
+    "guidance_img": (0.0, 50.0),
+    "num_samples": (1, 64),
+    "seed": (0, SEED_MAX),
+    "noise_seed": (0, SEED_MAX),
+}
+MAX_PIXELS_SIDE = 4096
+AUTO_ASPECT = "auto"  # image/video conditioning: the bucket closest to the reference's shape
+
+
+def check_range(name: str, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise UserError(f"{name} {value!r} is out of range: allowed {low} to {high}")
+    return value
+
+
+def check_num_frames(num_frames, max_frames: int = 129) -> int:
+    """4k+1 frames (the causal 4x time compression of the Open-Sora 2.0 VAEs)."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= max_frames \
+            or (num_frames - 1) % 4:
+        raise UserError(
+            f"num_frames {num_frames!r} is not allowed: use 4k+1 frames between 1 and {max_frames} "
+            f"(1, 5, 9, ..., 33, ..., {max_frames})"
+        )
+    return num_frames
+
+
+def check_prompt(prompt, what: str = "prompt") -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        if what == "prompt":
+            raise UserError("the prompt is empty: describe the video to generate")
+        raise UserError(f"the {what} is not text")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise UserError(f"the {what} has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    return prompt
+
+
+@dataclass
+class LoraChoice:
+    path: str
+    scale: float = 1.0
+
+
+@dataclass
+class GenerationRequest:
+    """What the user asked for; None = the preset's default."""
+
+    prompt: str
+    preset: str | None = None
+    negative_prompt: str = ""
+    cond_type: str = "t2v"
+    reference: list[str] = field(default_factory=list)  # image/video paths for the non-t2v types
+    num_frames: int | None = None
+    resolution: str | None = None
+    aspect_ratio: str | None = None  # "auto" (or None with a reference): follow the reference's shape
+    height: int | None = None  # both or neither: replace the bucket
+    width: int | None = None
+    num_steps: int | None = None
+    guidance: float | None = None
+    guidance_img: float | None = None
+    text_osci: bool | None = None
+    image_osci: bool | None = None
+    scale_temporal_osci: bool | None = None
+    motion_score: int | str | None = None  # 1-15 or "dynamic"
+    seed: int | None = None  # None: a random seed, reported
+    noise_seed: int | None = None  # a separate seed for the initial noise
+    num_samples: int = 1
+    refine: bool = False
+    loras: list[LoraChoice] = field(default_factory=list)
+
+    @classmethod
+    def from_sidecar(cls, sidecar: dict, folder: Path | None = None) -> "GenerationRequest":
+        """The request that remakes a video from its sidecar (relative references resolve against
+        `folder`, the sidecar's own). Unknown keys (measurements, older layouts) are ignored."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in sidecar.items() if k in names}
+        references = values.get("reference") or []
+        if isinstance(references, str):
+            references = references.split(";")
+        if folder is not None:
+            references = [str(folder / r) if not Path(r).is_absolute() else r for r in references]
+        values["reference"] = references
+        values["loras"] = [LoraChoice(str(lora["path"]), float(lora.get("scale", 1.0)))
+                           for lora in sidecar.get("loras") or [] if isinstance(lora, dict) and "path" in lora]
+        values["num_samples"] = 1
+        values.setdefault("prompt", "")
+        return cls(**values)
+
+
+@dataclass
+class GenerationSettings:
+    """Everything that determines the videos, resolved. `asdict` is the sidecar's settings part."""
+
+    preset: str
+    prompt: str  # as the user typed it (the prompt handling record says what the model read)
+    negative_prompt: str
+    cond_type: str
+    reference: list[str]
+    num_frames: int
+    resolution: str
+    aspect_ratio: str
+    height: int
+    width: int
+    num_steps: int
+    guidance: float
+    guidance_img: float
+    text_osci: bool
+    image_osci: bool
+    scale_temporal_osci: bool
+    motion_score: int | str  # "dynamic" until the runner asked the server
+    seed: int
+    noise_seed: int | None
+    num_samples: int
+    refine: bool
+    loras: list[LoraChoice]
+    fps: int
+    shift: bool
+    flow_shift: float | None
+
+    def sample(self, k: int) -> "GenerationSettings":
+        """The one-sample settings of sample k (see the module docstring on seeds)."""
+        if self.noise_seed is not None:
+            return replace(self, noise_seed=(self.noise_seed + k) % (SEED_MAX + 1), num_samples=1)
+        return replace(self, seed=(self.seed + k) % (SEED_MAX + 1), num_samples=1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pick(value, default):
+    return default if value is None else value
+
+
+def _reference_list(reference) -> list[str]:
+    if reference is None:
+        return []
+    if isinstance(reference, (str, Path)):
+        reference = str(reference).split(";")
+    return [str(r).strip() for r in reference if str(r).strip()]
+
+
+def _check_references(cond_type: str, references: list[str]) -> None:
+    from opensora.io.reference import check_reference_file
+
+    if cond_type == "t2v":
+        return
+    if not references:
+        raise UserError(f"cond type {cond_type} needs a reference image or video")
+    for path in references:
+        check_reference_file(path, video=cond_type.startswith("v2v"))
+
+
+def _explicit_size(preset: Preset, height, width) -> tuple[int, int]:
+    unit = preset.spatial_unit
+    if height is None or width is None:
+        given = "height" if width is None else "width"
+        raise UserError(f"{given} was given alone: give both height and width (multiples of {unit}), or neither")
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < unit or value % unit \
+                or value > MAX_PIXELS_SIDE:
+            raise UserError(
+                f"{name} {value!r} is not allowed: give both height and width as multiples of {unit} "
+                f"between {unit} and {MAX_PIXELS_SIDE} for preset {preset.name}"
+            )
+    return height, width
+
+
+def closest_aspect_ratio(preset: Preset, resolution: str, height: int, width: int) -> str:
+    """The bucket of `resolution` whose shape is closest to height x width (in log ratio)."""
+    table = preset.buckets[resolution]
+    return min(table, key=lambda name: abs(math.log((table[name][0] / table[name][1]) / (height / width))))
+
+
+def _aspect_ratio(request: GenerationRequest, preset: Preset, resolution: str, references: list[str]) -> str:
+    wanted = request.aspect_ratio
+    if wanted == AUTO_ASPECT or (wanted is None and references):
+        if not references:
+            return preset.sampler.aspect_ratio
+        from opensora.io.reference import reference_size
+
+        return closest_aspect_ratio(preset, resolution, *reference_size(references[0]))
+    return _pick(wanted, preset.sampler.aspect_ratio)
+
+
+def resolve_settings(request: GenerationRequest, preset: Preset) -> GenerationSettings:
+    """Fill the preset's defaults and check every value; raises UserError naming the bad one."""
+    from opensora.lora import check_lora_choice
+    from opensora.refine import parse_motion_setting
+    from opensora.sampling.conditioning import normalize_cond_type
+
+    s = preset.sampler
+    prompt = check_prompt(request.prompt)
+    negative = request.negative_prompt or ""
+    if negative:
+        check_prompt(negative, "negative prompt")
+    cond_type = normalize_cond_type(request.cond_type or "t2v")
+    references = _reference_list(request.reference) if cond_type != "t2v" else []
+    _check_references(cond_type, references)
+    num_frames = check_num_frames(_pick(request.num_frames, s.num_frames), preset.limits.max_frames)
+    resolution = _pick(request.resolution, s.resolution)
+    aspect_ratio = _aspect_ratio(request, preset, resolution, references)
+    if request.height is None and request.width is None:
+        height, width = preset.image_size(resolution, aspect_ratio)
+    else:
+        preset.image_size(resolution, aspect_ratio)  # a bad name is still an error
+        height, width = _explicit_size(preset, request.height, request.width)
+    values = {
+        "num_steps": _pick(request.num_steps, s.num_steps),
+        "guidance": _pick(request.guidance, s.guidance),
+        "guidance_img": _pick(request.guidance_img, s.guidance_img),
+        "num_samples": request.num_samples,
+    }
+    for name, value in values.items():
+        check_range(name, value, *RANGES[name])
+    seed = random.randint(0, SEED_MAX) if request.seed is None else check_range("seed", request.seed, *RANGES["seed"])
+    if request.noise_seed is not None:
+        check_range("noise_seed", request.noise_seed, *RANGES["noise_seed"])
+    motion = parse_motion_setting(_pick(request.motion_score, s.motion_score))
+    loras = [LoraChoice(str(c.path), float(c.scale)) for c in request.loras]
+    for choice in loras:
+        check_lora_choice(choice.path, choice.scale, preset.name)
+    return GenerationSettings(
+        preset=preset.name, prompt=prompt, negative_prompt=negative, cond_type=cond_type, reference=references,
+        num_frames=num_frames, resolution=resolution, aspect_ratio=aspect_ratio, height=height, width=width,
+        num_steps=int(values["num_steps"]), guidance=float(values["guidance"]),
+        guidance_img=float(values["guidance_img"]),
+        text_osci=bool(_pick(request.text_osci, s.text_osci)),
+        image_osci=bool(_pick(request.image_osci, s.image_osci)),
+        scale_temporal_osci=bool(_pick(request.scale_temporal_osci, s.scale_temporal_osci)),
+        motion_score=motion, seed=int(seed), noise_seed=request.noise_seed, num_samples=int(values["num_samples"]),
+        refine=bool(request.refine), loras=loras, fps=s.fps, shift=s.shift, flow_shift=s.flow_shift,
+    )
+
+
+def video_record(settings: GenerationSettings, prepared, sample_index: int, dtype, loras: list[dict],
+                 seconds: float) -> dict:
+    """The sidecar of one video: its one-sample settings, then what the run did with them (the
+    encoder text, the prompt handling, the LoRAs really merged, dtype and time)."""
+    from opensora.devices import dtype_name
+
+    handling = prepared.to_sidecar()
+    model_text = handling.pop("model_text")
+    handling.pop("original", None)  # = settings.prompt
+    record = settings.to_dict()
+    record["loras"] = [dict(lora) for lora in loras]
+    record.update(model_prompt=model_text, prompt_handling=handling, sample_index=sample_index,
+                  dtype=dtype_name(dtype), seconds=round(seconds, 3))
+    return record

@@ -1,0 +1,132 @@
+"""The one job runner: resolved settings -> prompt prepared -> pipeline -> videos written.
+
+`python -m opensora generate` (prompts and CSV rows), the app's Generate buttons and its Reuse all
+end here, so a video made anywhere carries the same sidecar:
+
+    settings = resolve_settings(GenerationRequest(prompt="a cat"), preset)   # checked, nothing loaded
+    result = run_job(preset, settings, PipelineCache("ckpts"), "outputs")
+    result.paths  # [outputs/0000.mp4]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from opensora.errors import UserError
+from opensora.generation_settings import GenerationSettings
+from opensora.presets import Preset
+
+
+class Progress(Protocol):
+    def message(self, text: str) -> None: ...
+
+    def begin(self, num_samples: int) -> None: ...
+
+    def __call__(self, step: int, total: int, latent) -> None: ...
+
+
+class SilentProgress:
+    def message(self, text: str) -> None:
+        pass
+
+    def begin(self, num_samples: int) -> None:
+        pass
+
+    def __call__(self, step: int, total: int, latent=None) -> None:
+        pass
+
+
+@dataclass
+class JobResult:
+    paths: list[Path]
+    sidecars: list[dict]
+    notices: list[str]
+    seconds: float
+
+    @property
+    def seeds(self) -> list[int]:
+        return [s["seed"] for s in self.sidecars]
+
+
+def settings_notices(settings: GenerationSettings, preset: Preset) -> list[str]:
+    """What the user should know about settings that are allowed but unusual."""
+    notices = []
+    trained = preset.limits.trained_frames
+    if trained is not None and settings.num_frames > trained:
+        notices.append(f"{settings.num_frames} frames is past the {trained} frames preset {preset.name} was trained "
+                       "on: expect a broken or black video")
+    if settings.reference and settings.cond_type.startswith("i2v"):
+        from opensora.io.reference import reference_size
+
+        for path in dict.fromkeys(settings.reference):
+            h, w = reference_size(path)
+            if abs(h / w - settings.height / settings.width) > 0.01 * settings.height / settings.width:
+                notices.append(f"the reference {Path(path).name} ({w}x{h}) is scaled and centre-cropped to "
+                               f"{settings.width}x{settings.height} ({settings.aspect_ratio})")
+    return notices
+
+
+def run_job(
+    preset: Preset,
+    settings: GenerationSettings,
+    pipelines,
+    output_dir: Path | str,
+    progress: Progress | None = None,
+    cancel_event=None,
+    refine_settings=None,
+) -> JobResult:
+    """Generate and write the videos of `settings` (resolved for `preset`). `pipelines` is an
+    `opensora.pipeline_cache.PipelineCache`; its lock is held while the model runs. `progress`
+    hears messages and steps; `cancel_event` stops between steps (GenerationCancelled)."""
+    from opensora.io.outputs import OutputWriter, copy_reference
+    from opensora.refine import RefineSettings, prepare_prompt
+    from opensora.sampling.denoise import GenerationCancelled
+
+    started = time.time()
+    progress = progress or SilentProgress()
+    check_job_fits(settings, pipelines.device)
+    writer = OutputWriter(output_dir)
+    writer.check_writable()
+    notices = settings_notices(settings, preset)
+    # References are kept beside the videos: uploads live in temp folders that get cleaned.
+    settings = replace(settings, reference=[copy_reference(p, writer.output_dir) for p in settings.reference])
+    progress.message("preparing the prompt")
+    prepared = prepare_prompt(
+        settings.prompt, refine=settings.refine, motion_score=settings.motion_score,
+        mode="t2v" if settings.cond_type == "t2v" else "t2i",
+        settings=refine_settings or RefineSettings.from_env(), vocabulary=preset.prompt.vocabulary, fps=settings.fps,
+    )
+    notices += prepared.notices
+    with pipelines.lock:
+        if cancel_event is not None and cancel_event.is_set():  # cancelled while waiting for the model
+            raise GenerationCancelled("cancelled before it started")
+        pipe = pipelines.get(preset, on_load=progress.message)
+        pipelines.apply_loras(pipe, settings.loras)
+        progress.message("encoding the prompt")
+        progress.begin(settings.num_samples)
+        result = pipe.generate(settings, prepared, callback=progress, cancel_event=cancel_event)
+        del pipe  # the cache owns the pipeline; no stray reference may outlive a preset switch
+    progress.message("writing the video")
+    paths = [writer.write(video, sidecar["fps"], sidecar, text=sidecar["prompt"], seed=sidecar["seed"])
+             for video, sidecar in zip(result.videos, result.settings)]
+    return JobResult(paths, result.settings, notices, round(time.time() - started, 2))
+
+
+def check_job_fits(settings: GenerationSettings, device: str) -> None:
+    """A plain size limit on the CPU, so a huge request fails in a second instead of filling the
+    RAM after minutes (on a GPU the memory planner decides)."""
+    if not device.startswith("cpu"):
+        return
+    pixels = settings.num_frames * settings.height * settings.width  # samples run one after another
+    if pixels > CPU_MAX_PIXELS:
+        raise UserError(
+            f"{settings.num_frames} frames of {settings.width}x{settings.height} "
+            f"({pixels / 1e6:.0f} M pixels) is too large for a CPU run; the limit is {CPU_MAX_PIXELS / 1e6:.0f} M "
+            "pixels (fewer frames, a smaller size, or a GPU)"
+        )
+
+
+CPU_MAX_PIXELS = 129 * 512 * 512  # a 768px x 129 frames video would need tens of GB in the VAE decode
