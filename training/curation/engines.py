@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -20,6 +21,9 @@ from training.curation.table import Row
 
 ENGINES = ("local", "ray")
 IN_FLIGHT_PER_WORKER = 4
+# Pool workers are forked from a fresh server process with these imported, not from this process:
+# a fork of a process whose OpenCV thread pool has run deadlocks in the child's first OpenCV call.
+WORKER_PRELOAD = ["training.curation." + name for name in ("probe", "scenes", "motion", "ocr", "aesthetic", "caption")]
 
 # Threads each worker may use for OpenCV / onnxruntime / torch; set once per worker process.
 _worker_threads = 0  # 0: the library's default (all cores)
@@ -89,7 +93,10 @@ def _in_order(submit: Callable[[int], Any], wait_one: Callable[[set], tuple[Any,
 
 def _pool(process, rows, config, workers) -> Iterator[ItemResult]:
     threads = threads_per_worker(workers)
-    with concurrent.futures.ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(threads,)) as pool:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                initargs=(threads,)) as pool:
 
         def wait_one(futures: set) -> tuple[Any, ItemResult]:
             done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)

@@ -7,7 +7,7 @@ does not count as motion). ``motion`` is the mean of that value at up to ``sampl
 frames of the clip (each needs frames i-1, i, i+1); ``motion_score`` holds the same number, as the
 column the trainer turns into "N motion score." in captions.
 
-``flow`` is the mean Farnebäck optical flow magnitude between frames i-1 and i at the same
+``flow`` is the mean DIS optical flow magnitude (OpenCV) between frames i-1 and i at the same
 positions, in pixels per frame measured at a 256-pixel short side (frames are shrunk to it, never
 enlarged, and the magnitude is scaled to it), so it compares across resolutions.
 """
@@ -27,8 +27,9 @@ from training.curation.table import Row, format_number
 # VMAF's blur (libvmaf motion, FFmpeg vf_vmafmotion): a 5-tap Gaussian, applied along y then x.
 VMAF_FILTER = np.array([0.054488685, 0.244201342, 0.402619947, 0.244201342, 0.054488685], np.float32)
 FLOW_SHORT_SIDE = 256
-# OpenCV's documented Farnebäck example settings: pyramid 0.5 x 3 levels, 15 px window, 3 iterations.
-FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+# DIS rather than Farnebäck: on low-contrast luma (a tinted picture) Farnebäck reads a 4 px pan
+# as about 2.7 px, DIS as 4.0.
+DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,13 @@ def vmaf_motion_at(blurred: dict[int, np.ndarray], i: int) -> float:
 
 
 def flow_magnitude(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean Farnebäck flow length from a to b (uint8 luma), in pixels at FLOW_SHORT_SIDE."""
+    """Mean DIS flow length from a to b (uint8 luma), in pixels at FLOW_SHORT_SIDE."""
     short = min(a.shape)
     scale = min(1.0, FLOW_SHORT_SIDE / short)
     if scale < 1.0:
         size = (round(a.shape[1] * scale), round(a.shape[0] * scale))
         a, b = (cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in (a, b))
-    flow = cv2.calcOpticalFlowFarneback(a, b, None, **FARNEBACK)
+    flow = cv2.DISOpticalFlow_create(DIS_PRESET).calc(a, b, None)
     return float(np.mean(np.linalg.norm(flow, axis=2))) * FLOW_SHORT_SIDE / (short * scale)
 
 

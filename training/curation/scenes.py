@@ -27,10 +27,6 @@ from training.curation.stage import ItemResult, Stage
 from training.curation.table import Row, format_number, parse_int
 
 
-# PySceneDetect logs "Detecting scenes..." for every file; the progress bar says it once.
-logging.getLogger("pyscenedetect").setLevel(logging.WARNING)
-
-
 @dataclass(frozen=True)
 class ScenesConfig:
     adaptive_threshold: float = 2.0
@@ -61,6 +57,9 @@ class ScenesConfig:
 def detect_cuts(path: Path, config: ScenesConfig) -> list[int]:
     """Frame numbers where a new scene starts (0 first)."""
     from scenedetect import AdaptiveDetector, SceneManager, open_video  # noqa: PLC0415 - heavy, workers only
+
+    # Its import sets its logger to INFO, and it logs "Detecting scenes..." for every file.
+    logging.getLogger("pyscenedetect").setLevel(logging.WARNING)
 
     # No decoder threads: with them PySceneDetect may drop the last frames, and its own docs warn
     # that silencing FFmpeg's log (which it otherwise turns on for the whole process) can deadlock.

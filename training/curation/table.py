@@ -16,20 +16,27 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from opensora.errors import UserError, listing
-from training.dataset_csv import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 
 Row = dict[str, str]
 
-TRAINER_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 # Kept in sync by hand with opensora/io/video.py's VIDEO_EXTENSIONS: importing that module pulls
 # in torch, which the curation workers do not otherwise need.
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 
 
+def trainer_columns() -> tuple[str, ...]:
+    # Imported here, not at the top: dataset_csv pulls in torch, which the worker processes
+    # (they import this module but never order columns) would otherwise load for nothing.
+    from training.dataset_csv import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+
+    return REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+
 def order_columns(columns: Iterable[str]) -> list[str]:
     """Trainer columns first (in the trainer's order), the rest in first-seen order, no repeats."""
     seen = list(dict.fromkeys(c for c in columns if c))
-    return [c for c in TRAINER_COLUMNS if c in seen] + [c for c in seen if c not in TRAINER_COLUMNS]
+    first = trainer_columns()
+    return [c for c in first if c in seen] + [c for c in seen if c not in first]
 
 
 def read_csv(path: str | Path) -> tuple[list[str], list[Row]]:
