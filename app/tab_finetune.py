@@ -104,10 +104,9 @@ def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, d
             note = gr.Markdown(label="message", elem_classes=["finetune-note"])
         with gr.Column():
             status = gr.HTML(status_html(RunView(name="", state="not started")))
-            plot = gr.HTML(loss_plot_html(RunView(name="", state="")), label="Loss", show_label=True,
-                           elem_classes=["finetune-loss"])
-            log = gr.HTML(log_html(RunView(name="", state="")), label="Log (newest last)", show_label=True,
-                          elem_classes=["finetune-log"])
+            plot = gr.HTML(loss_plot_html(RunView(name="", state="")), elem_classes=["finetune-loss"])
+            gr.Markdown("**Log** (newest line last)")
+            log = gr.HTML(log_html(RunView(name="", state="")), elem_classes=["finetune-log"])
     timer = gr.Timer(POLL_S, active=False)
     known = gr.State([value for _, value in lora_choices(config.runs_dir)])
     private = dict(api_visibility="private", queue=False)

@@ -368,7 +368,8 @@ class TrainingRuns:
                 state, message = "starting", "starting the trainer"
             if stopping and state in ("starting", "running"):
                 state = "stopping"
-        elif proc is not None and code is not None and state in (None, "running", "starting", "not started"):
+        elif proc is not None and code is not None and (state in (None, "running", "starting", "not started")
+                                                        or status.get("pid") != proc.pid):  # ended without a status of its own
             state, message = "exited", f"the trainer exited with code {code} (see the log)"
         elif state == "running":  # no process and no lock: it died without a last word
             state, message = "interrupted", "the trainer is gone (killed?); Resume continues from the last checkpoint"

@@ -253,7 +253,8 @@ def test_browser_finetune_runs_to_the_end_and_its_lora_is_pickable(page, studio,
     pytest.importorskip("training.commands.finetune")
     from training.shapes_dataset import write_dataset
 
-    csv_path = write_dataset(tmp_path / "shapes", num_clips=4, seed=3, num_images=0, num_frames=9)
+    # Inside the runs folder: the tab trains only from the runs/data folders (#27.6).
+    csv_path = write_dataset(studio.runs_dir / "datasets" / "shapes", num_clips=4, seed=3, num_images=0, num_frames=9)
     import csv
 
     with open(csv_path, newline="") as f:
