@@ -76,7 +76,7 @@ class HunyuanVAE(nn.Module):
         self.model.tile_sample_min_height = self.model.tile_sample_min_width = tile
         self.model.tile_sample_stride_height = self.model.tile_sample_stride_width = stride
 
-    def set_temporal_tiling(self, enabled: bool, tile_frames: int = 16, stride_frames: int = 12) -> None:
+    def set_temporal_tiling(self, enabled: bool, tile_frames: int = 32, stride_frames: int = 24) -> None:
         """Decode in chunks over time (encode is never chunked).
 
         A chunk is `tile_frames` pixel frames (tile_frames / 4 + 1 latent frames, the first of
