@@ -150,6 +150,8 @@ def encode_video(path: PathLike, frames: np.ndarray | torch.Tensor, fps: float) 
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
             container.mux(stream.encode())  # flush delayed (B-)frames
     except av.FFmpegError as e:
+        if isinstance(e, OSError):  # a full disk or a vanished folder: the caller names the folder
+            raise
         raise UserError(f"could not encode video {path}: {e}") from e
 
 
