@@ -8,10 +8,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from opensora.configs import MMDiTConfig, TextConfig, VAEConfig
 from opensora.errors import UserError
-from opensora.models.hunyuan_vae import VAEConfig
-from opensora.models.mmdit import MMDiTConfig
-from opensora.models.text_encoders import TextConfig
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 WEIGHT_SOURCES = ("official", "random", "bundled")

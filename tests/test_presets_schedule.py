@@ -6,7 +6,7 @@ import pytest
 
 from conftest import FIXTURES
 from opensora.errors import UserError
-from opensora.pipeline import check_num_frames
+from opensora.generation_settings import check_num_frames
 from opensora.presets import available_presets, load_preset
 from opensora.sampling.schedule import official_timesteps, shift_alpha
 

@@ -10,36 +10,12 @@ frame-wise decode: overlapping chunks of latent frames, blended linearly where t
 the memory a decode adds stays that of one chunk; the pixels differ slightly from the official ones.
 """
 
-from dataclasses import dataclass
-
 import torch
 from diffusers import AutoencoderKLHunyuanVideo
 from torch import nn
 
+from opensora.configs import VAEConfig  # noqa: F401 - the model's config lives with the presets
 from opensora.errors import UserError
-
-
-@dataclass
-class VAEConfig:
-    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
-    layers_per_block: int = 2
-    norm_num_groups: int = 32
-    latent_channels: int = 16
-    scale_factor: float = 0.476986
-    shift_factor: float = 0.0
-    time_compression: int = 4
-    spatial_compression: int = 8
-    mid_block_add_attention: bool = True
-    spatial_tiling: bool = True
-    tile_size: int = 256  # pixels; the official sample_size
-    tile_overlap_factor: float = 0.25
-
-    def __post_init__(self):
-        self.block_out_channels = tuple(self.block_out_channels)
-
-    def latent_frames(self, num_frames: int) -> int:
-        """Causal compression: the first frame alone, then groups of 4."""
-        return 1 if num_frames == 1 else (num_frames - 1) // self.time_compression + 1
 
 
 class HunyuanVAE(nn.Module):

@@ -8,7 +8,6 @@ T5 can load in 8-bit or 4-bit (bitsandbytes through transformers' `BitsAndBytesC
 9.5 GB in bf16, CLIP-L 0.25 GB, so only T5 is quantised. Weights are read from safetensors only.
 """
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,21 +23,8 @@ from transformers import (
     T5EncoderModel,
 )
 
+from opensora.configs import TextConfig  # noqa: F401 - the model's config lives with the presets
 from opensora.errors import UserError
-
-
-@dataclass
-class TextConfig:
-    t5_max_length: int = 512
-    clip_max_length: int = 77
-    # Only used to build random-weight encoders (tiny-random preset): T5 width = MMDiT context_in_dim,
-    # CLIP width = MMDiT vec_in_dim.
-    t5_layers: int = 2
-    t5_heads: int = 2
-    t5_ff: int = 64
-    clip_layers: int = 2
-    clip_heads: int = 2
-    clip_ff: int = 64
 
 
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", "<s>"]
