@@ -77,3 +77,24 @@ def test_the_output_csv_is_the_trainers_format_and_trains(prepared, tmp_path):
     losses = [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]
     assert losses and all(math.isfinite(x) for x in losses)
     assert (run / "lora.safetensors").is_file()
+
+
+def test_a_stage_subcommand_reruns_on_its_own_output(prepared, tmp_path):
+    out = prepared[0]
+    scenes_csv = out.with_name("meta.csv.stages") / "02-scenes.csv"
+    first, second = tmp_path / "motion.csv", tmp_path / "motion-again.csv"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert training_main(["prepare-motion", str(scenes_csv), str(first), "--no-progress", "--max-motion", "2.5"]) == 0
+        assert training_main(["prepare-motion", str(first), str(second), "--no-progress", "--max-motion", "2.5"]) == 0
+    columns, rows = read_csv(second)
+    assert columns == read_csv(first)[0] and columns.count("motion") == 1
+    assert rows == read_csv(first)[1]
+    assert all(float(r["motion"]) <= 2.5 for r in rows) and len(rows) < 6
+
+
+def test_bad_flags_are_one_line_errors_with_exit_2(tmp_path, capsys):
+    assert training_main(["prepare", "--input", str(tmp_path), "--output", str(tmp_path / "m.csv"),
+                          "--stages", "scenes,probe"]) == 2
+    assert "stages run in the order probe, scenes" in capsys.readouterr().err
+    assert training_main(["prepare-filter", str(tmp_path / "none.csv"), str(tmp_path / "m.csv")]) == 2
+    assert "input CSV not found" in capsys.readouterr().err

@@ -13,8 +13,11 @@ import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import opensora
+import training
 from opensora.errors import UserError
 from training.curation.stage import ItemResult
 from training.curation.table import Row
@@ -121,8 +124,12 @@ def ray_session(workers: int, address: str | None) -> Iterator[None]:
         yield
         return
     options = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
+    # The stage functions live in this checkout's packages: Ray ships them to every worker, on
+    # this machine or a cluster's (which needs the requirements installed, not the checkout).
+    packages = [str(Path(module.__file__).parent) for module in (opensora, training)]
     try:
-        ray.init(**options, log_to_driver=False, configure_logging=False)
+        ray.init(**options, runtime_env={"py_modules": packages, "excludes": ["__pycache__"]},
+                 log_to_driver=False, configure_logging=False)
     except ConnectionError as e:
         raise UserError(f"cannot connect to the Ray cluster at --ray-address {address}: {e}") from e
     try:
