@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import atexit
 
+    from opensora.logs import configure_logging
+
+    configure_logging()
+
     from app.config import AppConfig
     from app.ui import CSS, allowed_paths, build_app
     from app.zerogpu import spaces_available

@@ -9,6 +9,7 @@ import gradio as gr
 from app.config import AppConfig
 from app.generate_handler import GenerateHandler
 from app.presets_info import preset
+from app.reference_image import ReferenceImage
 from app.settings_form import build_settings_form, request_from_form
 from app.tab_t2v import NEGATIVE_INFO, VideoTab, result_column, wire_generate
 from opensora.generation_settings import MAX_PROMPT_CHARS
@@ -54,10 +55,10 @@ def build_i2v_tab(config: AppConfig, handler: GenerateHandler, default_preset: s
     with gr.Row():
         with gr.Column(scale=1):
             with gr.Row():
-                image = gr.Image(label="Reference image", type="filepath", sources=["upload", "clipboard"],
-                                 height=220, elem_classes=["reference-image"])
-                end_image = gr.Image(label="Last image (loop)", type="filepath", sources=["upload", "clipboard"],
-                                     height=220, visible=False)
+                image = ReferenceImage(label="Reference image", type="filepath", sources=["upload", "clipboard"],
+                                       height=220, elem_classes=["reference-image"])
+                end_image = ReferenceImage(label="Last image (loop)", type="filepath",
+                                           sources=["upload", "clipboard"], height=220, visible=False)
                 ref_video = gr.Video(label="Video to extend", sources=["upload"], height=220, visible=False)
             cond_type = gr.Dropdown(CONDITIONING, value="i2v_head", label="Conditioning")
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder=preset(default_preset).prompt.example,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from app.reference_image import ReferenceImage
 from opensora.errors import UserError
 from opensora.refine import RefineSettings, prepare_prompt
 
@@ -61,7 +62,7 @@ def build_refine_tab(demo_available: bool, demo_loaded: bool) -> RefineTab:
     with gr.Row():
         with gr.Column():
             prompt = gr.Textbox(label="Your idea", lines=3, placeholder="a cat on a roof at night")
-            image = gr.Image(label="Image (optional, for image → video)", type="filepath", height=200)
+            image = ReferenceImage(label="Image (optional, for image → video)", type="filepath", height=200)
             mode = gr.Radio(MODE_CHOICES, value="t2v", label="Refine for")
             with gr.Row():
                 motion = gr.Dropdown(["dynamic"] + [str(i) for i in range(1, 16)], value="4", label="Motion score",

@@ -2,11 +2,11 @@
 each with `add_arguments(parser)` and `run(args) -> int`; UserError -> message + exit 2."""
 
 import argparse
-import logging
 import sys
 from types import ModuleType
 
 from opensora.errors import UserError
+from opensora.logs import configure_logging
 
 
 def build_parser(prog: str, description: str, commands: dict[str, tuple[ModuleType, str]]) -> argparse.ArgumentParser:
@@ -18,11 +18,7 @@ def build_parser(prog: str, description: str, commands: dict[str, tuple[ModuleTy
 
 
 def run_command(parser: argparse.ArgumentParser, commands: dict, argv: list[str] | None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # httpx logs every request URL at INFO (the refinement server's, with whatever credentials it
-    # carries); our own log lines say which server was asked.
-    for name in ("httpx", "httpx2"):  # httpx2: the openai client's own copy
-        logging.getLogger(name).setLevel(logging.WARNING)
+    configure_logging()
     args = parser.parse_args(argv)
     try:
         return commands[args.command][0].run(args) or 0

@@ -126,9 +126,24 @@ def test_bad_or_missing_image_is_a_message(client, images):
                   num_steps=1, api_name="/generate-i2v")
     with pytest.raises(AppError, match="needs a reference image"):
         client.predict(reference_image=None, **common)
-    with pytest.raises(AppError, match="cannot identify image file"):
+    with pytest.raises(AppError, match="broken.png is not a readable image"):  # #29.7: no Gradio internals
         client.predict(reference_image=_file(images / "broken.png"), **common)
     assert frame_count(client.predict(reference_image=_file(images / "first.png"), **common)[0])[0] == 5
+
+
+def test_user_errors_are_one_log_line_not_tracebacks(client, studio):
+    """#29.10: an empty prompt or a missing image is one line in the app's log."""
+    from gradio_client.exceptions import AppError
+
+    before = len(studio.log())
+    for kwargs in (dict(prompt=""), dict(num_frames=10)):
+        with pytest.raises(AppError):
+            t2v(client, **kwargs)
+    time.sleep(0.5)
+    log = studio.log()[before:]
+    assert "Traceback" not in log
+    refused = [line for line in log.splitlines() if "generation refused" in line]
+    assert any("prompt is empty" in line for line in refused) and any("num_frames 10" in line for line in refused)
 
 
 def test_queue_position_progress_eta_and_cancel(studio, tmp_path):
