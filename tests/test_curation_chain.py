@@ -98,3 +98,17 @@ def test_bad_flags_are_one_line_errors_with_exit_2(tmp_path, capsys):
     assert "stages run in the order probe, scenes" in capsys.readouterr().err
     assert training_main(["prepare-filter", str(tmp_path / "none.csv"), str(tmp_path / "m.csv")]) == 2
     assert "input CSV not found" in capsys.readouterr().err
+
+
+def test_help_explains_every_flag_of_every_prepare_command():
+    from training.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    names = [n for n in commands if n.startswith("prepare")]
+    assert names == ["prepare", "prepare-probe", "prepare-scenes", "prepare-motion", "prepare-ocr",
+                     "prepare-aesthetic", "prepare-caption", "prepare-filter"]
+    for name in names:
+        text = commands[name].format_help()
+        for action in commands[name]._actions:
+            assert action.help and len(action.help) > 15, (name, action.option_strings)
+            assert all(flag in text for flag in action.option_strings)

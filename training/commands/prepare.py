@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
                        help="Ray cluster to use with --engine ray (e.g. ray://head:10001 or auto); none: a local cluster of --workers CPUs")
     group.add_argument("--overwrite", action="store_true",
                        help="start again instead of resuming a partial output (its rows and progress file are deleted)")
-    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--no-progress", action="store_true", help="draw no progress bar on stderr")
 
 
 def _scenes_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,8 +184,7 @@ FLAGS = {
 
 
 def _print_summaries(summaries, output: Path) -> None:
-    for s in summaries:
-        print(s.line(), file=sys.stderr)
+    # Each stage already logged its summary line as it finished; stdout gets the whole as JSON.
     print(json.dumps({"output": str(output), "stages": [s.to_dict() for s in summaries]}))
 
 
@@ -233,7 +231,7 @@ class StageCommand:
         if self.name != "filter":
             _common_arguments(parser)
         else:
-            parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+            parser.add_argument("--no-progress", action="store_true", help="draw no progress bar on stderr")
         if FLAGS[self.name].add:
             FLAGS[self.name].add(parser)
 

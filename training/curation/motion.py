@@ -104,6 +104,8 @@ def motion_row(row: Row, config: MotionConfig) -> ItemResult:
         motion, flow = measure(row, config.samples)
     except DecodeError as e:
         return ItemResult.drop("unreadable", str(e))
+    except cv2.error as e:  # e.g. frames smaller than the flow's patches
+        return ItemResult.drop("motion failed", f"{row['path']}: {e}")
     out = dict(row, motion=format_number(motion), motion_score=format_number(motion), flow=format_number(flow))
     for value, low, high, name in (
         (motion, config.min_motion, config.max_motion, "motion"),

@@ -104,7 +104,10 @@ def scenes_row(row: Row, config: ScenesConfig) -> ItemResult:
     if parse_int(row, "end_frame") is not None or (row.get("scene") or "").strip():
         return ItemResult(rows=[row])  # already a scene: rerunning on its own output changes nothing
     path = Path(row["path"])
-    fps = float(row["fps"])
+    try:
+        fps = float(row["fps"])
+    except ValueError:
+        return ItemResult.drop("no frame rate", f"{path}: fps is {row['fps']!r}; run probe first")
     total = parse_int(row, "num_frames") or 0
     try:
         starts = detect_cuts(path, config)
