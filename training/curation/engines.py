@@ -41,7 +41,7 @@ def _init_worker(threads: int) -> None:
     _worker_threads = threads
     import cv2
 
-    cv2.setNumThreads(max(threads, 1) if threads else -1)
+    cv2.setNumThreads(threads or -1)  # -1: OpenCV's default
 
 
 def run_item(process: Callable[[Row, Any], ItemResult], row: Row, config: Any, threads: int) -> ItemResult:
@@ -55,6 +55,13 @@ def threads_per_worker(workers: int) -> int:
     return 0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
 
 
+def check_engine(workers: int, engine: str) -> None:
+    if workers < 1:
+        raise UserError(f"--workers is {workers}; must be >= 1")
+    if engine not in ENGINES:
+        raise UserError(f"--engine is {engine!r}; allowed: {', '.join(ENGINES)}")
+
+
 def ordered_results(
     process: Callable[[Row, Any], ItemResult],
     rows: Sequence[Row],
@@ -63,12 +70,9 @@ def ordered_results(
     engine: str = "local",
     ray_address: str | None = None,
 ) -> Iterator[ItemResult]:
-    if workers < 1:
-        raise UserError(f"--workers is {workers}; must be >= 1")
+    check_engine(workers, engine)
     if engine == "ray":
         yield from _ray(process, rows, config, workers, ray_address)
-    elif engine != "local":
-        raise UserError(f"--engine is {engine!r}; allowed: {', '.join(ENGINES)}")
     elif workers == 1:
         _init_worker(0)
         for row in rows:

@@ -18,7 +18,7 @@ from opensora.errors import UserError
 from training.curation import aesthetic, caption, motion, ocr, probe, scenes
 from training.curation.aesthetic import AestheticConfig
 from training.curation.caption import CaptionConfig
-from training.curation.engines import ray_session
+from training.curation.engines import check_engine, ray_session
 from training.curation.filter import FilterConfig, run_filter
 from training.curation.motion import MotionConfig
 from training.curation.ocr import OcrConfig
@@ -81,6 +81,7 @@ def run_pipeline(
     progress: bool = True,
 ) -> list[StageSummary]:
     source, output = Path(source), Path(output)
+    check_engine(workers, engine)
     if source.is_dir() and stages[0] != "probe":
         raise UserError(f"--input {source} is a folder of videos; the first stage must be probe (got {stages[0]})")
     modules = {"probe": probe, "scenes": scenes, "motion": motion, "ocr": ocr, "aesthetic": aesthetic, "caption": caption}

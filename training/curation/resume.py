@@ -49,7 +49,7 @@ class ResumableOutput:
         self.journal = journal_path(self.output)
         self.columns = list(columns)
         self.header = {"journal": JOURNAL_VERSION, **header, "columns": self.columns}
-        if overwrite:
+        if overwrite or not self.output.exists():  # a progress file without its CSV has nothing to resume
             for path in (self.output, self.journal):
                 path.unlink(missing_ok=True)
         if self.output.exists() and not self.journal.exists():
@@ -99,9 +99,13 @@ class ResumableOutput:
     def _recover(self, keys: Sequence[str]) -> list[JournalEntry]:
         lines = self.journal.read_text(encoding="utf-8").split("\n")
         complete, partial = lines[:-1], lines[-1]  # text after the last newline is a torn write
-        if not complete:
-            raise UserError(f"progress file {self.journal} is empty; pass --overwrite to start again")
-        self._check_header(json.loads(complete[0]))
+        try:
+            header = json.loads(complete[0]) if complete else None
+        except ValueError:
+            header = None
+        if not isinstance(header, dict):
+            raise UserError(f"progress file {self.journal} has no readable header; pass --overwrite to start again")
+        self._check_header(header)
         entries = []
         for number, line in enumerate(complete[1:], start=2):
             try:

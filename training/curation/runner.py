@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from opensora.errors import UserError
-from training.curation.engines import ordered_results
+from training.curation.engines import check_engine, ordered_results
 from training.curation.resume import ResumableOutput, passthrough
 from training.curation.stage import Stage, StageSummary
 from training.curation.table import absolute_paths, discover_inputs, order_columns, read_csv, require_columns, row_key
@@ -58,6 +58,7 @@ def run_stage(
     progress: bool = True,
 ) -> StageSummary:
     source, output = Path(source), Path(output)
+    check_engine(workers, engine)
     if source.resolve() == output.resolve():
         raise UserError(f"input and output are the same file ({output}); a stage appends to its output")
     columns, rows = load_input(source, allow_folder=stage.name == "probe")

@@ -103,7 +103,9 @@ def discover_inputs(source: str | Path) -> tuple[list[str], list[Row]]:
     """The first stage's input: every video file under a folder (sorted), or the rows of a CSV."""
     source = Path(source).expanduser()
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        # Hidden names are skipped: they include the half-written clips of an interrupted cut.
+        files = sorted(p for p in source.rglob("*")
+                       if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."))
         if not files:
             raise UserError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) found under {source}")
         return ["path"], [{"path": str(p.resolve())} for p in files]
