@@ -1,13 +1,14 @@
 """`python -m opensora <command>`: one small module per command under opensora/commands/."""
 
 from opensora import subcommands
-from opensora.commands import check, generate, parity, refine
+from opensora.commands import check, generate, parity, plan, refine
 
 COMMANDS = {
     "generate": (generate, "generate videos from prompts (text-to-video, image/video-to-video)"),
     "check": (check, "list which official checkpoint files are present or missing"),
     "parity": (parity, "compare this implementation against an official fixture folder"),
     "refine": (refine, "refine a prompt with an OpenAI-compatible server or the offline refiner"),
+    "plan": (plan, "predict GPU memory and RAM of each memory profile and pick the fastest that fits"),
 }
 
 

@@ -29,6 +29,7 @@ class MemoryProfile:
 @dataclass(frozen=True)
 class PlannerConstants:
     host_runtime_gb: float
+    host_workspace_gb: float
     cuda_context_gb: float
     mmdit_activation_factor: float
     vae_activation_factor: float
