@@ -18,6 +18,7 @@ from training.config import (
     bucket_config_path,
     config_from_dict,
     load_train_config,
+    preset_bucket_table,
     validate,
 )
 from training.flow_matching import (
@@ -146,10 +147,11 @@ def test_conditioning_mix_names_the_sampler_cond_types():
     assert tuple(ConditioningMix().weights()) == COND_TYPES
 
 
-@pytest.mark.parametrize("name", ["default", "tiny"])
+@pytest.mark.parametrize("name", ["default", "tiny", "demo", "demo-lora"])
 def test_shipped_training_configs_load(name):
     config = load_train_config(name)
-    assert bucket_config_path(config.buckets).is_file()
+    # No table named (train-default.toml): the preset's own.
+    assert bucket_config_path(config.buckets or preset_bucket_table("tiny-random", "tiny")).is_file()
     validate(apply_overrides(config, {"preset": "tiny-random", "data": "x.csv", "output_dir": "out"}))
 
 

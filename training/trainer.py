@@ -187,7 +187,11 @@ class Trainer:
         self.accelerator = make_accelerator(self.config)
         self.main = self.accelerator.is_main_process
         # Before any file of the run is touched: a second trainer on this folder is refused here.
-        run_lock = RunLock(self.out_dir).acquire() if self.main else None
+        try:
+            run_lock = RunLock(self.out_dir).acquire() if self.main else None
+        except UserError:
+            torch.set_num_threads(previous_threads)
+            raise
         log_handler = attach_log_file(self.out_dir) if self.main else None
         self.metrics: MetricsLog | None = None
         self.saver = CheckpointSaver(self.checkpoint_root, self.config.checkpoint.keep_last, self.config.checkpoint.async_save)
