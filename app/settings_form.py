@@ -15,10 +15,12 @@ from app.config import AppConfig
 from app.presets_info import availability, check_selectable, preset
 from app.training_runs import lora_choices
 from opensora.errors import UserError
-from opensora.generation_settings import AUTO_ASPECT, GenerationRequest, LoraChoice
-from opensora.presets import Preset
+from opensora.generation_settings import AUTO_ASPECT, GenerationRequest, LoraChoice, frame_rule
+from opensora.presets import FAMILY_V1_2, Preset, SamplerDefaults
 
-MOTION_CHOICES = ["dynamic"] + [str(i) for i in range(1, 16)]
+# One list for both families (each refuses the other's word): "dynamic" asks the refinement server
+# (Open-Sora 2.0); "none" leaves the motion score out of the prompt (Open-Sora 1.2, its default).
+MOTION_CHOICES = ["dynamic", "none"] + [str(i) for i in range(1, 16)]
 MAX_STEPS = 200  # the pipeline allows 500; more than 200 only makes sense for experiments
 MAX_SAMPLES = 4
 AUTO_CHOICE = ("auto (follow the image)", AUTO_ASPECT)
@@ -30,9 +32,14 @@ REQUEST_FIELDS = ("preset", "resolution", "aspect_ratio", "num_frames", "num_ste
                   "motion_score", "seed", "random_seed", "num_samples", "refine", "lora", "lora_scale")
 
 
-def frames_slider_value(n: int, limit: int) -> int:
-    """Nearest 4k+1 in 1..limit (the slider steps by 4 from 1, so only those values exist)."""
-    return max(1, min(limit, 4 * round((n - 1) / 4) + 1))
+def image_guidance(p: Preset) -> bool:
+    """Open-Sora 1.2 has no image guidance (its slider is hidden and not sent)."""
+    return p.family != FAMILY_V1_2
+
+
+def motion_value(value) -> str:
+    """The dropdown's entry for a motion score (1.2's None = "none", its 4.0 = "4")."""
+    return "none" if value is None else str(value).removesuffix(".0")
 
 
 def frames_note(p: Preset, num_frames) -> str:
@@ -82,10 +89,11 @@ def request_from_form(values: list, **fixed) -> GenerationRequest:
     v = dict(zip(REQUEST_FIELDS, values))
     random_seed, seed = v.pop("random_seed"), v.pop("seed")
     lora, scale = v.pop("lora"), v.pop("lora_scale")
+    uses_image_guidance = not v["preset"] or image_guidance(preset(v["preset"]))
     return GenerationRequest(
         **fixed, preset=v["preset"], resolution=v["resolution"], aspect_ratio=v["aspect_ratio"],
         num_frames=int(v["num_frames"]), num_steps=int(v["num_steps"]), guidance=float(v["guidance"]),
-        guidance_img=float(v["guidance_img"]), motion_score=v["motion_score"],
+        guidance_img=float(v["guidance_img"]) if uses_image_guidance else None, motion_score=v["motion_score"],
         seed=None if random_seed or seed is None else int(seed), num_samples=int(v["num_samples"]),
         refine=bool(v["refine"]), loras=[LoraChoice(lora, float(scale))] if lora else [],
     )
@@ -98,7 +106,8 @@ def build_settings_form(config: AppConfig, default_preset: str, image_tab: bool)
     s = p.sampler
     with gr.Group():
         with gr.Row():
-            choices = info.selectable + ([default_preset] if default_preset not in info.selectable else [])
+            names = info.selectable + ([default_preset] if default_preset not in info.selectable else [])
+            choices = [(preset(name).label, name) for name in names]  # "opensora-v1-2 (Open-Sora 1.2)"
             preset_dd = gr.Dropdown(choices, value=default_preset, label="Model preset",
                                     info="presets whose files are present", scale=2)
             resolution = gr.Dropdown(list(p.buckets), value=s.resolution, label="Resolution", scale=1)
@@ -108,17 +117,20 @@ def build_settings_form(config: AppConfig, default_preset: str, image_tab: bool)
                           visible=bool(info.missing)):
             preset_help = gr.Markdown(info.help_markdown(config.ckpt_dir))
         with gr.Row():
-            # minimum 1, step 4: the control itself only offers 4k+1 frames.
-            num_frames = gr.Slider(1, p.limits.max_frames, value=frames_slider_value(s.num_frames, p.limits.max_frames),
-                                   step=4, label="Frames", info=f"4k+1, at most {p.limits.max_frames}")
+            # minimum 1, step 4 (2.0): the control itself only offers 4k+1 frames; 1.2 steps by 1.
+            rule = frame_rule(p)
+            num_frames = gr.Slider(1, rule.max_frames, value=rule.nearest(s.num_frames), step=rule.step,
+                                   label="Frames", info=rule.text)
             num_steps = gr.Slider(1, MAX_STEPS, value=s.num_steps, step=1, label="Steps")
         note = gr.Markdown(frames_note(p, s.num_frames), elem_classes=["frames-note"])
         with gr.Row():
             guidance = gr.Slider(0, 20, value=s.guidance, step=0.5, label="Text guidance")
-            guidance_img = gr.Slider(0, 20, value=s.guidance_img, step=0.5, label="Image guidance",
-                                     visible=image_tab)
-            motion = gr.Dropdown(MOTION_CHOICES, value=str(s.motion_score), label="Motion score",
-                                 info="1 (still) to 15 (a lot); dynamic asks the refinement server")
+            # 1.2 presets have no image guidance: the slider is hidden, keeps the 2.0 default and is not sent.
+            guidance_img = gr.Slider(0, 20, value=getattr(s, "guidance_img", SamplerDefaults.guidance_img), step=0.5,
+                                     label="Image guidance", visible=image_tab and image_guidance(p))
+            motion = gr.Dropdown(MOTION_CHOICES, value=motion_value(s.motion_score), label="Motion score",
+                                 info="1 (still) to 15 (a lot); 2.0: dynamic asks the refinement server; "
+                                      "1.2: none leaves it out")
         with gr.Row():
             random_seed = gr.Checkbox(value=True, label="Random seed", info="untick to pick the seed")
             # Shown only when "random" is off, so it never shows a number that will not be used.
@@ -139,21 +151,21 @@ def build_settings_form(config: AppConfig, default_preset: str, image_tab: bool)
     preset_dd.input(lambda name, value: preset_updates(name, config, image_tab, lora=value), [preset_dd, lora],
                     form.preset_outputs(), **private)
     resolution.input(lambda name, res: aspect_update(name, res, image_tab), [preset_dd, resolution], aspect, **private)
-    num_frames.input(frames_input, [preset_dd, num_frames], [num_frames, note], **private)
+    # Queued: a toast (gr.Warning) reaches the page only through the queue.
+    num_frames.input(frames_input, [preset_dd, num_frames], [num_frames, note], api_visibility="private",
+                     show_progress="hidden")
     random_seed.input(lambda on: gr.update(visible=not on), random_seed, seed, **private)
     return form
 
 
 def frames_input(name: str, num_frames):
-    """Refuse a typed frame count that is not 4k+1 at once (snapping to the nearest allowed)."""
+    """Refuse a typed frame count the preset does not take at once (snapping to the nearest allowed)."""
     p = preset(name)
-    limit = p.limits.max_frames
     if not isinstance(num_frames, (int, float)):
         return gr.update(), gr.update()
-    allowed = frames_slider_value(int(num_frames), limit)
+    allowed = frame_rule(p).nearest(int(num_frames))
     if allowed != num_frames:
-        gr.Warning(f"{num_frames:g} frames is not allowed: use 4k+1 frames from 1 to {limit} "
-                   f"(…, {max(1, allowed - 4)}, {allowed}, {min(limit, allowed + 4)}, …); set to {allowed}")
+        gr.Warning(f"{num_frames:g} frames is not allowed for {p.name}: use {frame_rule(p).text}; set to {allowed}")
     return allowed, frames_note(p, allowed)
 
 
@@ -165,24 +177,25 @@ def preset_updates(name: str, config: AppConfig, image_tab: bool, sampler_overri
     values = {
         "resolution": s.resolution, "aspect_ratio": AUTO_ASPECT if image_tab else s.aspect_ratio,
         "num_frames": s.num_frames, "num_steps": s.num_steps, "guidance": s.guidance,
-        "guidance_img": s.guidance_img, "motion_score": s.motion_score, **(sampler_overrides or {}),
+        "guidance_img": getattr(s, "guidance_img", SamplerDefaults.guidance_img), "motion_score": s.motion_score,
+        **(sampler_overrides or {}),
     }
     resolution = values["resolution"] if values["resolution"] in p.buckets else s.resolution
     ratios = aspect_choices(p, resolution, image_tab)
     names = [r[1] if isinstance(r, tuple) else r for r in ratios]
     aspect = values["aspect_ratio"] if values["aspect_ratio"] in names else names[0]
-    limit = p.limits.max_frames
-    frames = frames_slider_value(int(values["num_frames"]), limit)
+    rule = frame_rule(p)
+    frames = rule.nearest(int(values["num_frames"]))
     loras = lora_choices(config.runs_dir, keep=lora, preset=p.name)
     return [
         gr.update(choices=list(p.buckets), value=resolution),
         gr.update(choices=ratios, value=aspect),
-        gr.update(maximum=limit, value=frames, info=f"4k+1, at most {limit}"),
+        gr.update(maximum=rule.max_frames, value=frames, step=rule.step, info=rule.text),
         frames_note(p, frames),
         values["num_steps"],
         values["guidance"],
-        values["guidance_img"],
-        str(values["motion_score"]),
+        gr.update(value=values["guidance_img"], visible=image_tab and image_guidance(p)),
+        motion_value(values["motion_score"]),
         gr.update(choices=loras, value=lora if lora in [c[1] if isinstance(c, tuple) else c for c in loras] else ""),
     ]
 
