@@ -197,4 +197,5 @@ def check_lora_choice(path: str | Path, scale: float, preset_name: str) -> None:
     check_scale(scale, str(path))
     lora = read_lora_file(path)
     if lora.preset not in (preset_name, "?"):
-        raise UserError(f"LoRA {path} was trained for preset {lora.preset}, not {preset_name}: pick a LoRA of {preset_name}")
+        raise UserError(f"LoRA {path} (made for preset {lora.preset}) does not fit preset {preset_name}: "
+                        f"switch the preset to {lora.preset}, or pick a LoRA made for {preset_name}")
