@@ -1,8 +1,8 @@
 """Sequence parallelism: 2 gloo ranks under torchrun give the single-process latent.
 
-Run as a script under torchrun this file is the worker: every rank denoises the same tiny-preset
-inputs with the image tokens split over the ranks (27 tokens: not divisible by 2, so one rank
-holds a padded token), and rank 0 writes the final latent.
+Run as a script under torchrun this file is the worker: rank 0 takes the job and encodes the text
+and broadcasts both; every rank denoises with the image tokens split over the ranks (27 tokens:
+not divisible by 2, so one rank holds a padded token), and rank 0 writes the final latent.
 """
 
 import os
@@ -17,27 +17,29 @@ LATENT_SHAPE = (1, 16, 3, 6, 6)  # 3 latent frames x (6/2)^2 = 27 image tokens
 NUM_STEPS = 4
 
 
-def inputs(pipe):
-    """Noise, text embeddings and an i2v reference, all from fixed seeds (the same in every process)."""
+PROMPT = "a red circle"
+
+
+def inputs():
+    """Noise and an i2v reference from fixed seeds (the same in every process)."""
     generator = torch.Generator().manual_seed(7)
-    noise = torch.randn(LATENT_SHAPE, generator=generator)
-    reference = torch.randn(16, 1, 6, 6, generator=generator)
-    txt, y_vec = pipe.text_encoder.encode(["a red circle", "", ""])
-    return noise, txt, y_vec, [[reference]]
+    return torch.randn(LATENT_SHAPE, generator=generator), [[torch.randn(16, 1, 6, 6, generator=generator)]]
 
 
-def final_latent(pipe) -> torch.Tensor:
+def final_latent(pipe, txt=None, y_vec=None) -> torch.Tensor:
     from opensora.sampling.denoise import GuidanceOptions
 
-    noise, txt, y_vec, references = inputs(pipe)
+    noise, references = inputs()
     with torch.no_grad():
+        if txt is None:
+            txt, y_vec = pipe.text_encoder.encode([PROMPT, "", ""])
         return pipe.sample(noise, txt, y_vec, "i2v_head", references, GuidanceOptions(), NUM_STEPS)
 
 
 def worker(out_path: str) -> None:
     from safetensors.torch import save_file
 
-    from opensora.parallel.process_group import destroy, init_from_env
+    from opensora.parallel.process_group import broadcast_json, broadcast_tensor, destroy, init_from_env
     from opensora.parallel.sequence import sharded_mmdit_forward
     from opensora.parallel.ulysses import enable_sequence_parallel
     from opensora.pipeline import OpenSoraPipeline
@@ -48,7 +50,15 @@ def worker(out_path: str) -> None:
     enable_sequence_parallel(pipe.transformer)
     # The pipeline's model_fn, swapped for the sharded one (the pipeline wiring comes later).
     pipe._model_fn = lambda *args: sharded_mmdit_forward(pipe.transformer, *args)
-    latent = final_latent(pipe)
+    # Rank 0 takes the job and encodes the text; the other ranks receive both.
+    job = broadcast_json({"prompt": PROMPT, "steps": NUM_STEPS} if state.is_main else None)
+    assert job == {"prompt": PROMPT, "steps": NUM_STEPS}
+    text = pipe.preset.text
+    txt, y_vec = torch.zeros(3, text.t5_max_length, 24), torch.zeros(3, 16)
+    if state.is_main:
+        with torch.no_grad():
+            txt, y_vec = pipe.text_encoder.encode([job["prompt"], "", ""])
+    latent = final_latent(pipe, broadcast_tensor(txt), broadcast_tensor(y_vec))
     if state.is_main:
         save_file({"latent": latent.contiguous()}, out_path)
     destroy()

@@ -40,6 +40,7 @@ class PlanRequest:
     text_encoder_quant: str | None = None  # None, "int8", "nf4"
     fp8_mmdit: bool = False
     ckpt_root: Path | None = None  # where the encoders' config.json can be read, if anywhere
+    sequence_parallel: int = 1  # torchrun ranks splitting the image tokens (each holds all weights)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def _sizes_in_bytes(request: PlanRequest, sizes: ComponentSizes, consts: Planner
         mmdit=weights, mmdit_block=block, mmdit_outside=mmdit.outside_blocks * b, mmdit_leaf=mmdit.largest_leaf * b,
         t5=_encoder_bytes(sizes.t5, b, request.text_encoder_quant), clip=sizes.clip.params * b,
         encoder_leaf=max(sizes.t5.largest_leaf, sizes.clip.largest_leaf) * b, vae=sizes.vae_params * b,
-        mmdit_activations=int(consts.mmdit_activation_factor * 3 * tokens * mmdit.hidden * b),
+        mmdit_activations=int(consts.mmdit_activation_factor * 3 * tokens * mmdit.hidden * b / request.sequence_parallel),
         encoder_activations=8 * 3 * text_tokens * sizes.t5.width * b,
         vae_decode=int(consts.vae_activation_factor * frames * tile_h * tile_w * sizes.vae_decoder_width * b + 2.5 * video),
         videos=video * request.num_samples,

@@ -137,7 +137,9 @@ def generate(args) -> dict:
                 pipe.vae.decode(latent.to(dtype))
         steps = [b - a for a, b in zip(stamps, stamps[1:])]
         seconds.append(sorted(steps[1:])[len(steps[1:]) // 2] if len(steps) > 1 else steps[0])  # skip the warm-up step
-        run = {"peak_run_mib": _mib(peak_rss_bytes()), "rss_after_mib": _mib(rss_bytes())}
+        peak = peak_rss_bytes()
+        release_memory(device)  # as the job runner does between generations
+        run = {"peak_run_mib": _mib(peak), "rss_after_mib": _mib(rss_bytes())}
         if on_gpu:
             run["gpu_allocated_mib"] = _mib(torch.cuda.max_memory_allocated(device))
             run["gpu_reserved_mib"] = _mib(torch.cuda.max_memory_reserved(device))
