@@ -1,9 +1,7 @@
 """The memory planner: the table, the choice, the refusal, and predictions against measured RSS."""
 
-import pytest
 
 from opensora import cli
-from opensora.errors import UserError
 from opensora.memory.planner import PlanRequest, plan
 from opensora.memory.probe import CONFIGS, probe_preset, run_probe
 from opensora.presets import load_preset
