@@ -1,6 +1,5 @@
 """The memory planner: the table, the choice, the refusal, and predictions against measured RSS."""
 
-
 from opensora import cli
 from opensora.memory.planner import PlanRequest, plan
 from opensora.memory.probe import CONFIGS, probe_preset, run_probe
