@@ -21,7 +21,7 @@ from app.zerogpu import estimate_gpu_seconds, gpu_task
 from opensora.errors import UserError
 from opensora.generation_settings import GenerationRequest, resolve_settings
 from opensora.pipeline_cache import PipelineCache, free_memory
-from opensora.runner import run_job
+from opensora import runner
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def _gpu_duration(preset, settings, *_):
 @gpu_task(duration=_gpu_duration)
 def _generate_on_gpu(preset, settings, cache, output_dir, progress, cancel_event):
     # The one GPU-bound call: ZeroGPU attaches a GPU around exactly this.
-    return run_job(preset, settings, cache, output_dir, progress, cancel_event)
+    return runner.run_job(preset, settings, cache, output_dir, progress, cancel_event)
 
 
 def _session(request: gr.Request | None) -> str:
@@ -54,6 +54,11 @@ class GenerateHandler:
 
     def run(self, request: GenerationRequest, session: gr.Request | None, progress: gr.Progress):
         """-> (first video path, all video paths, status markdown, seed used)."""
+        return self.run_with_image(request, session, progress)[:4]
+
+    def run_with_image(self, request: GenerationRequest, session: gr.Request | None, progress: gr.Progress):
+        """`run`'s four values, then the first video's text -> image -> video first frame (a PNG path)
+        or None."""
         session_id = _session(session)
         event = self.cancels.start(session_id)
 
@@ -75,7 +80,7 @@ class GenerateHandler:
             # pipeline and its activations) is gone here, so memory can really be freed.
             kind, text = error
             if kind == "cancelled":
-                return None, [], text, gr.update()
+                return None, [], text, gr.update(), None
             if kind == "oom":
                 free_memory()
             raise gr.Error(text, duration=None, print_exception=False)
@@ -84,7 +89,8 @@ class GenerateHandler:
         status = (f"**Done:** {len(paths)} video{'s' if len(paths) > 1 else ''} in {out.seconds:.1f} s · "
                   f"seed{'s' if len(paths) > 1 else ''} {seeds} · " + ", ".join(f"`{p.name}`" for p in out.paths))
         status += "".join(f"\n\nNote: {notice}" for notice in out.notices)
-        return paths[0], paths, status, out.seeds[0]
+        image = out.images[0] if out.images and out.images[0] is not None else None
+        return paths[0], paths, status, out.seeds[0], None if image is None else str(image)
 
 
 def _message(err: Exception) -> tuple[str, str]:

@@ -367,7 +367,7 @@ def test_out_of_memory_and_unexpected_errors_become_messages(tmp_path, monkeypat
     def failing(*_args):
         raise torch.OutOfMemoryError("CUDA out of memory") if raised == "oom" else RuntimeError("kaputt")
 
-    monkeypatch.setattr(generate_handler, "run_job", failing)
+    monkeypatch.setattr("opensora.runner.run_job", failing)
     config = AppConfig(output_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
     cancels = CancelRegistry()
     handler = generate_handler.GenerateHandler(config, PipelineCache(config.ckpt_dir, "cpu", "fp32"), cancels)

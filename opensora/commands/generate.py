@@ -11,7 +11,7 @@ import csv
 import sys
 from pathlib import Path
 
-from opensora.commands.refine import add_refine_arguments, settings_from_args
+from opensora.refine.arguments import add_refine_arguments, settings_from_args
 from opensora.errors import UserError
 
 DEFAULT_CKPT_DIR = "ckpts"
@@ -23,6 +23,11 @@ def flag(parser, name: str, **kwargs) -> None:
     parser.add_argument(*spellings, dest=name.replace("-", "_"), **kwargs)
 
 
+def frames_arg(value: str) -> int | str:
+    """A frame count, or a named length of an Open-Sora 1.2 preset ("4s"; the preset checks it)."""
+    return int(value) if value.strip().isdigit() else value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag(parser, "preset", default=None, help="preset name or TOML file (default: official 256px if "
          "its files are in --ckpt-dir, else the bundled demo model)")
@@ -32,19 +37,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag(parser, "negative-prompt", default="", help="text for the unconditional branches (official: empty)")
     flag(parser, "ref", default=None, help="reference image/video for i2v/v2v ('first;last' for i2v_loop)")
     flag(parser, "cond-type", default="t2v", help="t2v, i2v_head, i2v_tail, i2v_loop, v2v_head, v2v_tail, "
-         "v2v_head_easy, v2v_tail_easy")
-    flag(parser, "num-frames", type=int, default=None, help="4k+1 frames, up to the preset's limit (129 for "
-         "Open-Sora 2.0)")
+         "v2v_head_easy, v2v_tail_easy (Open-Sora 1.2: all but the _easy types)")
+    flag(parser, "num-frames", type=frames_arg, default=None, help="4k+1 frames, up to the preset's limit (129 for "
+         "Open-Sora 2.0); Open-Sora 1.2: 1 or 17..408, or a length: 2s, 4s, 8s, 16s")
     flag(parser, "aspect-ratio", default=None, help="aspect ratio name of the preset's buckets, e.g. 16:9; "
          "'auto' (the default with a reference): the bucket closest to the reference's shape")
     flag(parser, "resolution", default=None, help="bucket table of the preset, e.g. 256px")
     flag(parser, "height", type=int, default=None, help="with --width: replace the bucket (multiples of the "
-         "preset's token size: 16 for Open-Sora 2.0, 32 for the demo model)")
+         "preset's token size: 16 for Open-Sora 2.0, 32 for the demo model; any size from 16 for Open-Sora 1.2)")
     flag(parser, "width", type=int, default=None, help="with --height: replace the bucket")
     flag(parser, "num-steps", type=int, default=None, help="denoising steps (preset default)")
     flag(parser, "guidance", type=float, default=None, help="text guidance (official 7.5)")
     flag(parser, "guidance-img", type=float, default=None, help="image guidance (official 3.0)")
-    flag(parser, "motion-score", default=None, help="1-15 or 'dynamic' (asks the refinement server)")
+    flag(parser, "motion-score", default=None, help="1-15 or 'dynamic' (asks the refinement server); Open-Sora "
+         "1.2: the official --flow, a number 0-100 or 'none' (default)")
+    flag(parser, "mask-strategy", default=None, help="Open-Sora 1.2: a raw official mask strategy, e.g. "
+         "'0;0,1,0,-1,1' (wins over --cond-type's; references from --ref, ';'-separated)")
+    flag(parser, "aesthetic-score", default=None, help="Open-Sora 1.2: 0-10 or 'none' (official 6.5)")
+    flag(parser, "camera-motion", default=None, help="Open-Sora 1.2: pan right, pan left, tilt up, tilt down, "
+         "zoom in, zoom out, static, or none (default)")
+    flag(parser, "use-t2i2v", action=argparse.BooleanOptionalAction, default=None,
+         help="text -> image -> video (t2v only): FLUX.1-dev draws the first frame, the video starts on it; "
+         "needs a preset with FLUX files (default: the preset's, on for the t2i2v presets)")
+    flag(parser, "image-resolution", default=None, help="with --use-t2i2v: bucket table of the FLUX image "
+         "(default: the preset's, 768px for the official presets)")
     flag(parser, "seed", type=int, default=None, help="seed for everything (random if omitted, reported); "
          "sample k of --num-sample uses seed + k")
     flag(parser, "noise-seed", type=int, default=None, help="separate seed for the initial noise")
@@ -99,7 +115,9 @@ def requests_from_args(args: argparse.Namespace) -> list[tuple[str, object]]:
         negative_prompt=args.negative_prompt, num_frames=args.num_frames, resolution=args.resolution,
         aspect_ratio=args.aspect_ratio, height=args.height, width=args.width, num_steps=args.num_steps,
         guidance=args.guidance, guidance_img=args.guidance_img, motion_score=args.motion_score,
+        mask_strategy=args.mask_strategy, aesthetic_score=args.aesthetic_score, camera_motion=args.camera_motion,
         noise_seed=args.noise_seed, num_samples=args.num_sample, refine=args.refine_prompt, loras=loras,
+        use_t2i2v=args.use_t2i2v, image_resolution=args.image_resolution,
     )
     if args.prompt is not None:
         return [("", GenerationRequest(prompt=args.prompt, cond_type=args.cond_type, reference=args.ref or [],
@@ -131,6 +149,8 @@ class BarProgress:
     def message(self, text: str) -> None:
         if self.bar is None:
             print(f"{text}", file=sys.stderr)
+        else:  # e.g. the FLUX first frame being drawn before the video's steps
+            self.bar.set_postfix_str(text)
 
     def begin(self, num_samples: int) -> None:
         from tqdm import tqdm
@@ -140,6 +160,7 @@ class BarProgress:
     def __call__(self, step: int, total: int, _latent=None) -> None:
         if step == 0:
             self.bar.reset(total=total)
+            self.bar.set_postfix_str("")  # the video's steps: earlier messages are done
         self.bar.update(1)
 
     def close(self) -> None:

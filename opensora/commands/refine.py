@@ -10,50 +10,9 @@ import argparse
 import sys
 
 from opensora.errors import UserError
-from opensora.refine import RefineSettings, parse_motion_setting, prepare_prompt
+from opensora.refine import parse_motion_setting, prepare_prompt
+from opensora.refine.arguments import add_endpoint_arguments, settings_from_args
 from opensora.refine.instructions import MODES
-
-
-def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--refine-base-url",
-        default=None,
-        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 "
-        "(default: $OPENAI_BASE_URL; the key is read from $OPENAI_API_KEY only)",
-    )
-    parser.add_argument(
-        "--refine-model", default=None, help="model name on that server (default gpt-4o)"
-    )
-    parser.add_argument(
-        "--refine-timeout", type=float, default=None, help="seconds per request (default 30)"
-    )
-
-
-def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags `generate` shares: --refine-prompt plus the endpoint flags and --refine-language."""
-    parser.add_argument(
-        "--refine-prompt",
-        action="store_true",
-        help="refine prompts with the configured server, or offline when none is configured",
-    )
-    _add_endpoint_arguments(parser)
-    parser.add_argument(
-        "--refine-language",
-        choices=("keep", "english"),
-        default=None,
-        help="language of the refined prompt (default english, what the model was trained on)",
-    )
-
-
-def settings_from_args(args: argparse.Namespace) -> RefineSettings:
-    """RefineSettings from the flags above (missing attributes fall back to the environment)."""
-    language = getattr(args, "refine_language", None) or getattr(args, "language", None)
-    return RefineSettings.from_env(
-        base_url=getattr(args, "refine_base_url", None),
-        model=getattr(args, "refine_model", None),
-        timeout_s=getattr(args, "refine_timeout", None),
-        language=language,
-    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default="t2v",
                         help="t2v video caption, t2i first-frame caption, i2v caption from --ref")
     parser.add_argument("--ref", default=None, metavar="IMG", help="reference image for --mode i2v")
-    _add_endpoint_arguments(parser)
+    add_endpoint_arguments(parser)
     parser.add_argument("--language", choices=("keep", "english"), default=None,
                         help="keep the prompt's language or write English (default)")
     parser.add_argument("--motion-score", default=None, metavar="N|dynamic",
