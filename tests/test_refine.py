@@ -465,14 +465,16 @@ def test_cli_run_input_errors(tmp_path):
 
 
 def test_generate_flags_helper(monkeypatch):
+    from opensora.refine.arguments import add_refine_arguments, settings_from_args
+
     parser = argparse.ArgumentParser()
-    refine_command.add_refine_arguments(parser)
+    add_refine_arguments(parser)
     args = parser.parse_args(["--refine-prompt", "--refine-base-url", "http://h:1/v1",
                               "--refine-model", "m", "--refine-timeout", "7"])
-    settings = refine_command.settings_from_args(args)
+    settings = settings_from_args(args)
     assert args.refine_prompt is True
     assert (settings.base_url, settings.model, settings.timeout_s) == ("http://h:1/v1", "m", 7.0)
-    assert not refine_command.settings_from_args(parser.parse_args([])).configured
+    assert not settings_from_args(parser.parse_args([])).configured
 
 
 def test_cli_subprocess_against_stub(stub):
