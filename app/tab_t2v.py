@@ -84,9 +84,9 @@ class ResultColumn:
 
 
 def wire_generate(result: ResultColumn, handler: GenerateHandler, fn, inputs, api_name: str, cancel_api: bool):
-    """Generate = arm the cancel flag and clear the last run's lines (instant), then the queued GPU
-    job (one at a time, app-wide). Both tabs' jobs share the concurrency id "gpu": a second user
-    waits and sees their position; a second click of one's own waits behind the first."""
+    """Generate = clear the last run's lines (instant), then add a job to the persistent queue and
+    wait for it (its position while it waits, then its steps). A second user's job, or a second
+    click of one's own, waits behind the first in the queue (the Queue tab shows them all)."""
     def arm(request: gr.Request):
         return handler.arm(request), ""
 
@@ -94,7 +94,9 @@ def wire_generate(result: ResultColumn, handler: GenerateHandler, fn, inputs, ap
                                 api_visibility="private", trigger_mode="multiple")
     event = arm.then(
         fn, inputs, [result.video, result.samples, result.status, result.seed_used, result.image_path],
-        api_name=api_name, concurrency_limit=1, concurrency_id="gpu", show_progress_on=[result.video],
+        # No limit: each event only queues its job and waits for it; the job queue's worker runs
+        # one job at a time.
+        api_name=api_name, concurrency_limit=None, show_progress_on=[result.video],
         trigger_mode="multiple",
     )
     event.then(lambda path: gr.Image(value=path, visible=path is not None), result.image_path, result.image,

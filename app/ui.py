@@ -8,18 +8,20 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.cancel import CancelRegistry
 from app.config import AppConfig
 from app.generate_handler import GenerateHandler
 from app.presets_info import availability, banner_markdown, check_selectable, preset, startup_preset
 from app.tab_finetune import build_finetune_tab
 from app.tab_history import build_history_tab, history_items, refresh_event_args
 from app.tab_i2v import build_i2v_tab
+from app.tab_queue import build_queue_tab
 from app.tab_refine import build_refine_tab
 from app.tab_t2v import build_t2v_tab
 from app.training_runs import TrainingRuns, lora_choices
 from opensora.generation_settings import GenerationRequest
+from opensora.job_queue import JobQueue
 from opensora.pipeline_cache import PipelineCache
+from opensora.queue_worker import QueueWorker
 
 CSS = """
 .model-banner { font-size: 0.95em; }
@@ -34,7 +36,8 @@ class Services:
     default_preset: str
     cache: PipelineCache
     runs: TrainingRuns
-    cancels: CancelRegistry
+    queue: JobQueue
+    worker: QueueWorker
 
 
 # Gradio's temp copies of results and uploads: every hour, those older than a day are deleted
@@ -54,8 +57,11 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
     default = startup_preset(config.preset, config.ckpt_dir)
     check_selectable(default, config.ckpt_dir)  # a bad --preset fails at start, with the reason
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    services = Services(default, PipelineCache(config.ckpt_dir), TrainingRuns(config.runs_dir), CancelRegistry())
-    handler = GenerateHandler(config, services.cache, services.cancels)
+    cache = PipelineCache(config.ckpt_dir)
+    queue = JobQueue(config.output_dir)
+    services = Services(default, cache, TrainingRuns(config.runs_dir), queue, QueueWorker(queue, cache))
+    handler = GenerateHandler(config, services.cache, services.queue, services.worker)
+    services.worker.start()  # jobs queued before a restart go on at once
     demo_available = "demo" in availability(config.ckpt_dir).selectable
 
     with gr.Blocks(title="Open-Sora Studio", delete_cache=TEMP_CACHE_CLEANUP_S) as demo:
@@ -70,6 +76,8 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
                 refine = build_refine_tab(demo_available, preset(default).prompt.vocabulary == "shapes-world")
             with gr.Tab("Fine-tune", id="finetune", elem_id="tab-finetune"):
                 build_finetune_tab(demo, config, services.runs, default, [t2v.form.lora, i2v.form.lora])
+            with gr.Tab("Queue", id="queue", elem_id="tab-queue"):
+                build_queue_tab(config, handler, default)
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
                 history = build_history_tab(config)
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from opensora.errors import UserError
-from opensora.presets import Preset
+from opensora.presets import FAMILY_V1_2, FAMILY_V2, Preset
 
 SEED_MAX = 2**32 - 1
 MAX_PROMPT_CHARS = 2000  # T5 reads 512 tokens at most; a longer text only bloats sidecars and memory
@@ -51,6 +51,43 @@ def check_num_frames(num_frames, max_frames: int = 129) -> int:
     return num_frames
 
 
+def check_frames(preset: Preset, num_frames) -> int:
+    """The frame rule of the preset's family (the one place that picks it): 4k+1 for Open-Sora 2.0;
+    1 or 17..max (or a named length such as "4s") for Open-Sora 1.2."""
+    if preset.family == FAMILY_V1_2:
+        from opensora.generation_settings_v1_2 import check_frames_v1_2
+
+        return check_frames_v1_2(num_frames, preset)
+    return check_num_frames(num_frames, preset.limits.max_frames)
+
+
+@dataclass(frozen=True)
+class FrameRule:
+    """The frame counts a preset accepts, for pickers: 1, then `first`, first + step, ... up to
+    `max_frames` (2.0: 1, 5, 9, ...; 1.2: 1, 17, 18, ...). `check_frames` is the check itself."""
+
+    first: int
+    step: int
+    max_frames: int
+    text: str  # e.g. "4k+1, at most 129"
+
+    def nearest(self, num_frames: int) -> int:
+        if num_frames < self.first:
+            return 1 if num_frames - 1 < self.first - num_frames else self.first
+        last = self.first + (self.max_frames - self.first) // self.step * self.step
+        return min(last, self.first + round((num_frames - self.first) / self.step) * self.step)
+
+
+def frame_rule(preset: Preset) -> FrameRule:
+    """The picker's view of `check_frames` for the preset's family."""
+    limit = preset.limits.max_frames
+    if preset.family == FAMILY_V1_2:
+        first = preset.vae.micro_frame_size
+        lengths = ", ".join(f"{k} = {v}" for k, v in preset.lengths.items())
+        return FrameRule(first, 1, limit, f"1 or {first}-{limit}" + (f" ({lengths})" if lengths else ""))
+    return FrameRule(5, 4, limit, f"4k+1, at most {limit}")
+
+
 def check_prompt(prompt, what: str = "prompt") -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         if what == "prompt":
@@ -76,7 +113,7 @@ class GenerationRequest:
     negative_prompt: str = ""
     cond_type: str = "t2v"
     reference: list[str] = field(default_factory=list)  # image/video paths for the non-t2v types
-    num_frames: int | None = None
+    num_frames: int | str | None = None  # str: a named length of an Open-Sora 1.2 preset ("4s")
     resolution: str | None = None
     aspect_ratio: str | None = None  # "auto" (or None with a reference): follow the reference's shape
     height: int | None = None  # both or neither: replace the bucket
@@ -87,12 +124,18 @@ class GenerationRequest:
     text_osci: bool | None = None
     image_osci: bool | None = None
     scale_temporal_osci: bool | None = None
-    motion_score: int | str | None = None  # 1-15 or "dynamic"
+    motion_score: int | float | str | None = None  # 1-15 or "dynamic" (Open-Sora 1.2: its --flow, or "none")
     seed: int | None = None  # None: a random seed, reported
     noise_seed: int | None = None  # a separate seed for the initial noise
     num_samples: int = 1
     refine: bool = False
     loras: list[LoraChoice] = field(default_factory=list)
+    use_t2i2v: bool | None = None  # text -> image -> video through FLUX (None: the preset's default for t2v)
+    image_resolution: str | None = None  # bucket table of the FLUX image (None: the preset's [flux] default)
+    # Open-Sora 1.2 only (refused for 2.0): a raw mask strategy (wins over cond_type) and scores
+    mask_strategy: str | None = None
+    aesthetic_score: float | str | None = None  # "none": not in the prompt
+    camera_motion: str | None = None  # "pan right", ...; "none"
 
     @classmethod
     def from_sidecar(cls, sidecar: dict, folder: Path | None = None) -> "GenerationRequest":
@@ -129,19 +172,27 @@ class GenerationSettings:
     width: int
     num_steps: int
     guidance: float
-    guidance_img: float
-    text_osci: bool
-    image_osci: bool
-    scale_temporal_osci: bool
-    motion_score: int | str  # "dynamic" until the runner asked the server
+    guidance_img: float | None  # None: not an option of the family (Open-Sora 1.2)
+    text_osci: bool | None
+    image_osci: bool | None
+    scale_temporal_osci: bool | None
+    motion_score: int | str | float | None  # "dynamic" until the runner asked the server; 1.2: --flow or None
     seed: int
     noise_seed: int | None
     num_samples: int
     refine: bool
     loras: list[LoraChoice]
     fps: int
-    shift: bool
+    shift: bool | None
     flow_shift: float | None
+    use_t2i2v: bool = False  # FLUX draws the first frame, the video model animates it (i2v_head)
+    image_resolution: str | None = None  # the FLUX image's bucket table (None without T2I2V)
+    family: str = FAMILY_V2
+    # Open-Sora 1.2 (opensora.generation_settings_v1_2); None for 2.0
+    mask_strategy: str | None = None  # resolved: the cond type's or the raw one ("" = text-to-video)
+    aesthetic_score: float | None = None
+    camera_motion: str | None = None
+    align: int | None = None  # mask-strategy snapping (official 5)
 
     def sample(self, k: int) -> "GenerationSettings":
         """The one-sample settings of sample k (see the module docstring on seeds)."""
@@ -151,6 +202,14 @@ class GenerationSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GenerationSettings":
+        """Back from `to_dict()` (a queued job's file); keys of other layouts are ignored."""
+        names = {f.name for f in fields(cls)}
+        known = {k: v for k, v in values.items() if k in names}
+        known["loras"] = [LoraChoice(**lora) for lora in known.get("loras", [])]
+        return cls(**known)
 
 
 def _pick(value, default):
@@ -177,16 +236,17 @@ def _check_references(cond_type: str, references: list[str]) -> None:
 
 
 def _explicit_size(preset: Preset, height, width) -> tuple[int, int]:
-    unit = preset.spatial_unit
+    unit, least = preset.size_multiple, preset.spatial_unit
+    what = f"multiples of {unit}" if unit > 1 else "pixel counts"
     if height is None or width is None:
         given = "height" if width is None else "width"
-        raise UserError(f"{given} was given alone: give both height and width (multiples of {unit}), or neither")
+        raise UserError(f"{given} was given alone: give both height and width ({what}), or neither")
     for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < unit or value % unit \
+        if isinstance(value, bool) or not isinstance(value, int) or value < least or value % unit \
                 or value > MAX_PIXELS_SIDE:
             raise UserError(
-                f"{name} {value!r} is not allowed: give both height and width as multiples of {unit} "
-                f"between {unit} and {MAX_PIXELS_SIDE} for preset {preset.name}"
+                f"{name} {value!r} is not allowed: give both height and width as {what} "
+                f"between {least} and {MAX_PIXELS_SIDE} for preset {preset.name}"
             )
     return height, width
 
@@ -208,21 +268,89 @@ def _aspect_ratio(request: GenerationRequest, preset: Preset, resolution: str, r
     return _pick(wanted, preset.sampler.aspect_ratio)
 
 
+def _check_cond_type_fits(cond_type: str, preset: Preset) -> None:
+    """A cond type whose reference frames the preset's autoencoder cannot encode (the v2v types keep
+    33 or 65 frames; the Video DC-AE takes 1 or a multiple of 4) is refused before anything loads."""
+    from opensora.configs import DCAEConfig
+    from opensora.sampling.conditioning import reference_spec
+
+    spec, vae = reference_spec(cond_type), preset.vae
+    if spec is None or not isinstance(vae, DCAEConfig) or vae.accepts_frames(spec.frames):
+        return
+    raise UserError(
+        f"cond type {cond_type} cannot run on preset {preset.name}: it encodes {spec.frames} frames of the reference "
+        f"video, and the preset's Video DC-AE encodes only 1 or a multiple of {vae.time_compression} frames; "
+        "use t2v or an image type (i2v_head, i2v_tail, i2v_loop)"
+    )
+
+
+def _t2i2v(request: GenerationRequest, preset: Preset, cond_type: str) -> tuple[bool, str | None]:
+    """(use_t2i2v, image_resolution). None asks for the preset's default, which only applies to t2v;
+    asked for explicitly it needs a preset with FLUX and a t2v request (the image is the first frame)."""
+    flux = preset.flux
+    wanted = request.use_t2i2v
+    if wanted is None:
+        wanted = flux is not None and flux.use_t2i2v and cond_type == "t2v"
+    if not wanted:
+        if request.image_resolution is not None:
+            raise UserError(f"image_resolution {request.image_resolution!r} only applies to text -> image -> video: "
+                            "turn on use_t2i2v (--use-t2i2v) or leave it out")
+        return False, None
+    if flux is None:
+        from opensora.presets import available_presets, load_preset
+
+        offered = [name for name in available_presets() if load_preset(name).flux is not None]
+        raise UserError(f"preset {preset.name} has no FLUX files, so text -> image -> video is not available; "
+                        f"presets with FLUX: {', '.join(offered)}")
+    if cond_type != "t2v":
+        raise UserError(f"text -> image -> video draws the first frame itself: it works with cond type t2v only, "
+                        f"not {cond_type}")
+    resolution = _pick(request.image_resolution, flux.image_resolution)
+    if resolution not in preset.buckets:
+        raise UserError(f"image_resolution {resolution!r} is not a bucket table of preset {preset.name}; "
+                        f"allowed: {', '.join(preset.buckets)}")
+    return True, resolution
+
+
+def _v2_fields(request: GenerationRequest, s) -> dict:
+    """The GenerationSettings fields only Open-Sora 2.0 presets have (1.2: generation_settings_v1_2)."""
+    from opensora.refine import parse_motion_setting
+
+    guidance_img = check_range("guidance_img", _pick(request.guidance_img, s.guidance_img), *RANGES["guidance_img"])
+    return dict(
+        guidance_img=float(guidance_img),
+        text_osci=bool(_pick(request.text_osci, s.text_osci)),
+        image_osci=bool(_pick(request.image_osci, s.image_osci)),
+        scale_temporal_osci=bool(_pick(request.scale_temporal_osci, s.scale_temporal_osci)),
+        motion_score=parse_motion_setting(_pick(request.motion_score, s.motion_score)),
+        fps=s.fps, shift=s.shift, flow_shift=s.flow_shift,
+    )
+
+
 def resolve_settings(request: GenerationRequest, preset: Preset) -> GenerationSettings:
     """Fill the preset's defaults and check every value; raises UserError naming the bad one."""
+    from opensora import generation_settings_v1_2 as v1_2
     from opensora.lora import check_lora_choice
-    from opensora.refine import parse_motion_setting
     from opensora.sampling.conditioning import normalize_cond_type
 
     s = preset.sampler
+    is_v1_2 = preset.family == FAMILY_V1_2
     prompt = check_prompt(request.prompt)
     negative = request.negative_prompt or ""
     if negative:
         check_prompt(negative, "negative prompt")
-    cond_type = normalize_cond_type(request.cond_type or "t2v")
-    references = _reference_list(request.reference) if cond_type != "t2v" else []
+    if is_v1_2:
+        v1_2.refuse_v2_fields(request, preset)
+        cond_type = v1_2.check_cond_type_v1_2(request.cond_type or "t2v")
+    else:
+        v1_2.refuse_v1_2_fields(request, preset)
+        cond_type = normalize_cond_type(request.cond_type or "t2v")
+    _check_cond_type_fits(cond_type, preset)
+    use_t2i2v, image_resolution = _t2i2v(request, preset, cond_type)
+    # A raw mask strategy (Open-Sora 1.2) places references even with cond type t2v.
+    references = _reference_list(request.reference) if cond_type != "t2v" or request.mask_strategy else []
     _check_references(cond_type, references)
-    num_frames = check_num_frames(_pick(request.num_frames, s.num_frames), preset.limits.max_frames)
+    num_frames = check_frames(preset, _pick(request.num_frames, s.num_frames))
     resolution = _pick(request.resolution, s.resolution)
     aspect_ratio = _aspect_ratio(request, preset, resolution, references)
     if request.height is None and request.width is None:
@@ -233,7 +361,6 @@ def resolve_settings(request: GenerationRequest, preset: Preset) -> GenerationSe
     values = {
         "num_steps": _pick(request.num_steps, s.num_steps),
         "guidance": _pick(request.guidance, s.guidance),
-        "guidance_img": _pick(request.guidance_img, s.guidance_img),
         "num_samples": request.num_samples,
     }
     for name, value in values.items():
@@ -241,7 +368,8 @@ def resolve_settings(request: GenerationRequest, preset: Preset) -> GenerationSe
     seed = random.randint(0, SEED_MAX) if request.seed is None else check_range("seed", request.seed, *RANGES["seed"])
     if request.noise_seed is not None:
         check_range("noise_seed", request.noise_seed, *RANGES["noise_seed"])
-    motion = parse_motion_setting(_pick(request.motion_score, s.motion_score))
+    family_fields = (v1_2.resolve_v1_2(request, preset, cond_type, references, num_frames) if is_v1_2
+                     else _v2_fields(request, s))
     loras = [LoraChoice(str(c.path), float(c.scale)) for c in request.loras]
     for choice in loras:
         check_lora_choice(choice.path, choice.scale, preset.name)
@@ -249,12 +377,9 @@ def resolve_settings(request: GenerationRequest, preset: Preset) -> GenerationSe
         preset=preset.name, prompt=prompt, negative_prompt=negative, cond_type=cond_type, reference=references,
         num_frames=num_frames, resolution=resolution, aspect_ratio=aspect_ratio, height=height, width=width,
         num_steps=int(values["num_steps"]), guidance=float(values["guidance"]),
-        guidance_img=float(values["guidance_img"]),
-        text_osci=bool(_pick(request.text_osci, s.text_osci)),
-        image_osci=bool(_pick(request.image_osci, s.image_osci)),
-        scale_temporal_osci=bool(_pick(request.scale_temporal_osci, s.scale_temporal_osci)),
-        motion_score=motion, seed=int(seed), noise_seed=request.noise_seed, num_samples=int(values["num_samples"]),
-        refine=bool(request.refine), loras=loras, fps=s.fps, shift=s.shift, flow_shift=s.flow_shift,
+        seed=int(seed), noise_seed=request.noise_seed, num_samples=int(values["num_samples"]),
+        refine=bool(request.refine), loras=loras, use_t2i2v=use_t2i2v, image_resolution=image_resolution,
+        **family_fields,
     )
 
 

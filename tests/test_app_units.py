@@ -3,6 +3,7 @@ stand-in trainer), history, reuse settings, ZeroGPU wrapper, and that switching 
 old pipeline."""
 
 import gc
+import re
 import json
 import sys
 import time
@@ -13,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.cancel import CancelRegistry
 from app.progress import StepProgress, format_seconds
 from app.tab_i2v import reference_paths
 from app.training_runs import (
@@ -30,29 +30,22 @@ from opensora.io.video import write_video
 from opensora.presets import load_preset
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def queued_handler(config, cache):
+    """The app's Generate handler over a fresh job queue with its worker thread running."""
+    from app.generate_handler import GenerateHandler
+    from opensora.job_queue import JobQueue
+    from opensora.queue_worker import QueueWorker
+
+    queue = JobQueue(config.output_dir)
+    worker = QueueWorker(queue, cache)
+    worker.start()
+    return GenerateHandler(config, cache, queue, worker)
 FAKE_TRAINER = (sys.executable, str(REPO / "tests" / "fake_trainer.py"))
 
 
-# ------------------------------------------------------------------------------ cancel / progress
-def test_cancel_registry_flags_running_and_queued_jobs_of_one_session_only():
-    cancels = CancelRegistry()
-    cancels.arm("a")
-    cancels.arm("a")
-    cancels.arm("b")
-    running = cancels.start("a")  # the oldest armed event of session a
-    assert cancels.cancel("a") == 2  # the running one and the one still queued
-    assert running.is_set()
-    queued = cancels.start("a")
-    assert queued.is_set()  # cancelled while it waited: the job stops before step 1
-    other = cancels.start("b")
-    assert not other.is_set()
-    api_call = cancels.start("c")  # API calls come without arm(): a fresh event
-    assert not api_call.is_set()
-    for session, event in (("a", running), ("a", queued), ("b", other), ("c", api_call)):
-        cancels.finish(session, event)
-    assert cancels.cancel("a") == 0
-
-
+# ------------------------------------------------------------------------------ progress
 def test_step_progress_counts_steps_across_samples_and_gives_an_eta():
     reports = []
     progress = StepProgress(lambda fraction, desc: reports.append((fraction, desc)))
@@ -303,7 +296,7 @@ def test_switching_presets_frees_the_old_pipeline(tmp_path):
     other.write_text(text.replace("seed = 0", "seed = 5"))
     config = AppConfig(output_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
     cache = PipelineCache(config.ckpt_dir, device="cpu", dtype="fp32")
-    handler = GenerateHandler(config, cache, CancelRegistry())
+    handler = queued_handler(config, cache)
     no_progress = lambda *args, **kwargs: None  # noqa: E731
     video, _, status, seed = handler.run(GenerationRequest(preset="tiny-random", prompt="a ball", num_frames=5,
                                                            num_steps=2, seed=3), None, no_progress)
@@ -336,18 +329,17 @@ def test_generation_cancelled_between_steps_reports_and_writes_nothing(tmp_path)
     from opensora.pipeline_cache import PipelineCache
 
     config = AppConfig(output_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
-    cancels = CancelRegistry()
-    handler = GenerateHandler(config, PipelineCache(config.ckpt_dir, "cpu", "fp32"), cancels)
+    handler = queued_handler(config, PipelineCache(config.ckpt_dir, "cpu", "fp32"))
     seen = []
 
     def progress(fraction, desc=None, unit=None):
         seen.append(fraction)
-        if fraction and fraction[0] == 2:
-            cancels.cancel("no-session")
+        if fraction and fraction[0] >= 2:
+            handler.cancel(None)
 
     video, _, status, _ = handler.run(GenerationRequest(preset="tiny-random", prompt="a ball", num_frames=5,
-                                                        num_steps=50), None, progress)
-    assert video is None and "Cancelled" in status and "step 3 of 50" in status
+                                                        num_steps=200), None, progress)
+    assert video is None and "Cancelled" in status and re.search(r"before step \d+ of 200", status)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.mp4"))
 
 
@@ -364,16 +356,16 @@ def test_out_of_memory_and_unexpected_errors_become_messages(tmp_path, monkeypat
     from opensora.generation_settings import GenerationRequest
     from opensora.pipeline_cache import PipelineCache
 
-    def failing(*_args):
+    def failing(*_args, **_kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory") if raised == "oom" else RuntimeError("kaputt")
 
     monkeypatch.setattr("opensora.runner.run_job", failing)
     config = AppConfig(output_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
-    cancels = CancelRegistry()
-    handler = generate_handler.GenerateHandler(config, PipelineCache(config.ckpt_dir, "cpu", "fp32"), cancels)
+    handler = queued_handler(config, PipelineCache(config.ckpt_dir, "cpu", "fp32"))
     with pytest.raises(gr.Error, match=message):
         handler.run(GenerationRequest(preset="tiny-random", prompt="x"), None, lambda *a, **k: None)
-    assert cancels.cancel("no-session") == 0  # the failed job's cancel flag is cleaned up
+    assert handler.cancel(None) == "Nothing to cancel."  # the failed job is over
+    assert [j.state for j in handler.queue.jobs()] == ["failed"]
 
 
 def test_space_front_matter_matches_the_pinned_gradio():

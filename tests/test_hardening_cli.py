@@ -37,7 +37,7 @@ def test_bad_csv_files_are_named_with_the_line(tmp_path, capsys, content, messag
 
 def test_csv_that_is_a_folder(tmp_path, capsys):
     code, err = run_generate(capsys, "--csv", str(tmp_path), "--output-dir", str(tmp_path / "o"))
-    assert code == 2 and f"--csv {tmp_path} is a folder" in err
+    assert code == 2 and f"the CSV {tmp_path} is a folder" in err
 
 
 @pytest.mark.parametrize("args, message", [

@@ -17,7 +17,8 @@ from opensora.runner import JobResult
 def calls(monkeypatch):
     seen = []
 
-    def fake_run_job(preset, settings, pipelines, output_dir, progress=None, cancel_event=None, refine_settings=None):
+    def fake_run_job(preset, settings, pipelines, output_dir, progress=None, cancel_event=None, refine_settings=None,
+                     record=None):
         assert isinstance(settings, GenerationSettings) and settings.preset == preset.name
         seen.append(settings)
         return JobResult([Path(output_dir) / "0000.mp4"], [settings.sample(k).to_dict()
@@ -67,7 +68,8 @@ def test_both_tabs_and_reuse_go_through_the_runner(calls, tmp_path):
              end_image=None, reference_video=None, **{**FORM, "aspect_ratio": "auto"})
     t2v, i2v = calls
     assert (t2v.cond_type, t2v.prompt, t2v.seed, t2v.num_frames) == ("t2v", "a cat", 9, 5)
-    assert (i2v.cond_type, i2v.reference, i2v.aspect_ratio) == ("i2v_head", [str(image)], "1:1")
+    assert (i2v.cond_type, i2v.aspect_ratio) == ("i2v_head", "1:1")
+    assert Path(i2v.reference[0]).read_bytes() == image.read_bytes()  # kept in the output folder
 
     # Reuse: the sidecar of a video becomes the same settings again.
     sidecar = json.loads(json.dumps(t2v.to_dict()))

@@ -7,14 +7,13 @@ Every job is resolved and checked before the model loads; then each goes through
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 from opensora.refine.arguments import add_refine_arguments, settings_from_args
 from opensora.errors import UserError
 
-DEFAULT_CKPT_DIR = "ckpts"
+from opensora.presets import DEFAULT_CKPT_DIR
 
 
 def flag(parser, name: str, **kwargs) -> None:
@@ -65,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
          "sample k of --num-sample uses seed + k")
     flag(parser, "noise-seed", type=int, default=None, help="separate seed for the initial noise")
     flag(parser, "num-sample", type=int, default=1, help="videos per prompt (seed + k each)")
-    flag(parser, "ckpt-dir", default=str(DEFAULT_CKPT_DIR), help="folder with the official checkpoints")
+    flag(parser, "ckpt-dir", default=DEFAULT_CKPT_DIR, help="folder with the official checkpoints")
     flag(parser, "output-dir", default="outputs", help="where videos, sidecars and results.csv go")
     flag(parser, "dtype", default=None, help="fp32, bf16 or fp16 (default: bf16 on GPU, fp32 on CPU)")
     flag(parser, "device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
@@ -75,34 +74,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="merge a LoRA from `python -m training finetune` (lora.safetensors) into the "
                         "model, scaled by SCALE (default 1.0, allowed -10 to 10); repeat to stack several")
     add_refine_arguments(parser)
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if path.is_dir():
-        raise UserError(f"--csv {path} is a folder; give a CSV file")
-    if not path.is_file():
-        raise UserError(f"CSV file {path} does not exist")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            columns = reader.fieldnames or []
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path} is not UTF-8 text (byte {err.start}): save it as UTF-8 CSV") from None
-    except csv.Error as err:
-        raise UserError(f"{path} is not a readable CSV: {err}") from None
-    if "text" not in columns:
-        found = ", ".join(columns) if columns else "none (empty file)"
-        raise UserError(f"{path} needs a `text` column (optional: ref, cond_type, seed); columns found: {found}")
-    if not rows:
-        raise UserError(f"{path} has a header but no rows: add one prompt per line")
-    return rows
-
-
-def _csv_reference(value: str, csv_path: Path) -> str:
-    """Relative reference paths in a CSV are relative to the CSV's folder."""
-    parts = [p.strip() for p in value.split(";")]
-    return ";".join(p if Path(p).is_absolute() or Path(p).exists() else str(csv_path.parent / p) for p in parts)
 
 
 def requests_from_args(args: argparse.Namespace) -> list[tuple[str, object]]:
@@ -122,22 +93,9 @@ def requests_from_args(args: argparse.Namespace) -> list[tuple[str, object]]:
     if args.prompt is not None:
         return [("", GenerationRequest(prompt=args.prompt, cond_type=args.cond_type, reference=args.ref or [],
                                        seed=args.seed, **common))]
-    jobs = []
-    for line, row in enumerate(_read_csv(args.csv), start=2):
-        where = f"{args.csv} line {line}: "
-        text = (row.get("text") or "").strip()
-        if not text:
-            raise UserError(f"{where}the text is empty")
-        seed = (row.get("seed") or "").strip()
-        try:
-            seed = int(seed) if seed else args.seed
-        except ValueError:
-            raise UserError(f"{where}seed {row['seed']!r} is not an integer") from None
-        ref = (row.get("ref") or "").strip()
-        ref = _csv_reference(ref, args.csv) if ref else args.ref
-        jobs.append((where, GenerationRequest(prompt=text, cond_type=(row.get("cond_type") or "").strip()
-                                              or args.cond_type, reference=ref or [], seed=seed, **common)))
-    return jobs
+    from opensora.io.job_csv import requests_from_csv
+
+    return requests_from_csv(args.csv, cond_type=args.cond_type, reference=args.ref or [], seed=args.seed, **common)
 
 
 class BarProgress:

@@ -2,13 +2,14 @@
 
 Layout of an output directory (shared by the CLI, the UI and any number of processes)::
 
-    0000.mp4  0000.json  0001.mp4  0001.json  ...  results.csv  references/
+    0000.mp4  0000.json  0001.mp4  0001.json  0001.png  ...  results.csv  references/
 
-A video and its sidecar are one unit: an index is claimed by creating `.NNNN.claim` exclusively
-(it holds the writer's pid), both files are written under temp names, the sidecar is renamed into
-place first and the mp4 last, the results.csv row is appended under a lock, then the claim goes.
-A writer killed midway leaves a claim whose pid is dead; `sweep()` (run by every writer) removes
-its temp files and a sidecar without its video, and restores a missing csv row.
+A video and its sidecar (and the text -> image -> video first frame, `NNNN.png`, when there is one)
+are one unit: an index is claimed by creating `.NNNN.claim` exclusively (it holds the writer's pid),
+the files are written under temp names, the image and the sidecar are renamed into place first and
+the mp4 last, the results.csv row is appended under a lock, then the claim goes. A writer killed
+midway leaves a claim whose pid is dead; `sweep()` (run by every writer) removes its temp files and a
+sidecar or image without its video, and restores a missing csv row.
 """
 
 from __future__ import annotations
@@ -38,14 +39,16 @@ from opensora.io.atomic import (  # noqa: F401 - re-exported: the trainer writes
     save_safetensors_atomic,
     temp_path,
 )
-from opensora.io.video import PathLike, encode_video
+from opensora.io.embedded_settings import settings_tags
+from opensora.io.video import PathLike, encode_png, encode_video
 
 RESULTS_CSV = "results.csv"
 RESULTS_COLUMNS = ("index", "text", "seed", "path")
 REFERENCES_DIR = "references"
-_NUMBERED = re.compile(r"^(\d{4,})\.(mp4|json)$")
+IMAGE_FIELD = "t2i2v_image"  # the sidecar key naming a video's first-frame image file
+_NUMBERED = re.compile(r"^(\d{4,})\.(mp4|json|png)$")
 _CLAIM = re.compile(r"^\.(\d{4,})\.claim$")
-_TEMP = re.compile(r"^\.(\d{4,})\.(mp4|json)\.tmp-")
+_TEMP = re.compile(r"^\.(\d{4,})\.(mp4|json|png)\.tmp-")
 _SECRET_KEY_PARTS = ("api_key", "token")
 
 
@@ -93,19 +96,39 @@ def output_error(folder: Path, err: OSError) -> UserError:
     return UserError(f"cannot write to the output folder {folder}: {reason} ({_free_space(folder)})")
 
 
+def image_path_of(video_path: Path) -> Path:
+    """Where a video's text -> image -> video first frame goes: NNNN.png beside NNNN.mp4."""
+    return Path(video_path).with_suffix(".png")
+
+
+def store_reference(data: bytes, suffix: str, output_dir: Path) -> str:
+    """`data` kept (once, by content) as OUTPUT_DIR/references/<sha256 prefix><suffix>; its path."""
+    target = output_dir / REFERENCES_DIR / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix.lower()}"
+    if not target.is_file():
+        try:
+            atomic_write_bytes(target, data)
+        except OSError as err:
+            raise output_error(output_dir, err) from None
+    return str(target)
+
+
 def copy_reference(path: str, output_dir: Path) -> str:
     """A reference file copied (once, by content) into OUTPUT_DIR/references/; the copy's path."""
     source = Path(path)
     if source.parent == output_dir / REFERENCES_DIR:
         return str(source)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    target = output_dir / REFERENCES_DIR / f"{digest}{source.suffix.lower()}"
-    if not target.is_file():
-        try:
-            atomic_write_bytes(target, source.read_bytes())
-        except OSError as err:
-            raise output_error(output_dir, err) from None
-    return str(target)
+    return store_reference(source.read_bytes(), source.suffix, output_dir)
+
+
+def save_last_frame(video_path: PathLike, output_dir: Path) -> str:
+    """A video's last frame as a PNG reference in OUTPUT_DIR/references/ (to start an image-to-video on it)."""
+    from PIL import Image
+
+    from opensora.io.reference import _last_video_frame
+
+    buffer = io.BytesIO()
+    Image.fromarray(_last_video_frame(Path(video_path))).save(buffer, format="PNG")
+    return store_reference(buffer.getvalue(), ".png", Path(output_dir))
 
 
 class OutputWriter:
@@ -155,10 +178,13 @@ class OutputWriter:
                 continue
             return index, claim
 
-    def write(self, video: np.ndarray | torch.Tensor, fps: float, settings: dict, text: str, seed: int) -> Path:
+    def write(self, video: np.ndarray | torch.Tensor, fps: float, settings: dict, text: str, seed: int,
+              image: torch.Tensor | None = None) -> Path:
         """Write ``NNNN.mp4`` + ``NNNN.json`` (settings minus secrets) and append a row to
-        results.csv. Returns the video path."""
-        sidecar = json.dumps(strip_secrets(settings), indent=2, ensure_ascii=False, default=_json_default) + "\n"
+        results.csv. `image` (float (3, H, W) in [-1, 1], the text -> image -> video first frame) is
+        written as ``NNNN.png`` in the same unit and named in the sidecar (`t2i2v_image`). Returns
+        the video path."""
+        settings = strip_secrets(settings)
         with self._lock:
             try:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -167,18 +193,28 @@ class OutputWriter:
                 raise output_error(self.output_dir, err) from None
             stem = f"{index:04d}"
             video_path, sidecar_path = self.output_dir / f"{stem}.mp4", self.output_dir / f"{stem}.json"
+            image_path = image_path_of(video_path)
             temps: list[Path] = []
             try:
+                if image is not None:
+                    settings = {**settings, IMAGE_FIELD: image_path.name}
+                sidecar = json.dumps(settings, indent=2, ensure_ascii=False, default=_json_default) + "\n"
                 temps.append(temp_path(video_path, suffix=".mp4"))
-                encode_video(temps[-1], video, fps)
+                encode_video(temps[-1], video, fps, metadata=settings_tags(sidecar))  # the mp4 carries its settings
+                if image is not None:
+                    temps.append(temp_path(image_path, suffix=".png"))
+                    encode_png(temps[-1], image)
+                    publish(temps[-1], image_path)
                 temps.append(temp_path(sidecar_path))
                 temps[-1].write_text(sidecar, encoding="utf-8")
                 publish(temps[-1], sidecar_path)
                 publish(temps[0], video_path)  # last: a video is listed only once its sidecar is there
                 self._append_result(index, text, seed, video_path.name)
             except BaseException as err:
-                if not video_path.exists():  # never a sidecar without its video
+                if not video_path.exists():  # never a sidecar or image without its video
                     sidecar_path.unlink(missing_ok=True)
+                    if image is not None:
+                        image_path.unlink(missing_ok=True)
                 if isinstance(err, OSError):
                     raise output_error(self.output_dir, err) from None
                 raise
@@ -187,6 +223,64 @@ class OutputWriter:
                     tmp.unlink(missing_ok=True)
                 claim.unlink(missing_ok=True)
             return video_path
+
+    def delete(self, index: int) -> None:
+        """Remove video `index` (mp4, sidecar, first-frame image, results.csv row) as one unit, safe beside
+        other writers: the index is claimed (no writer takes it meanwhile), the files are moved to temp names
+        (the video first: gone from every listing at once), the csv is rewritten without its row under the
+        writers' lock, then the moved files go. On an error everything is put back; a delete killed midway
+        leaves temp files and a dead claim that `sweep()` removes (and at worst the csv row of a gone video)."""
+        stem = f"{index:04d}"
+        video_path = self.output_dir / f"{stem}.mp4"
+        claim = self.output_dir / f".{stem}.claim"
+        with self._lock:
+            try:
+                fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                raise UserError(f"video {stem}.mp4 is being written or deleted right now; try again") from None
+            except OSError as err:
+                raise output_error(self.output_dir, err) from None
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            moved: list[tuple[Path, Path]] = []
+            try:
+                if not video_path.is_file():
+                    raise UserError(f"there is no video {stem}.mp4 in {self.output_dir}")
+                for path in (video_path, self.output_dir / f"{stem}.json", image_path_of(video_path)):
+                    if path.exists():
+                        moved.append((path, temp_path(path, suffix=path.suffix)))
+                        os.replace(path, moved[-1][1])
+                self._remove_rows(index)
+            except BaseException as err:
+                for path, tmp in reversed(moved):  # not deleted after all: everything back in place
+                    os.replace(tmp, path)
+                moved = []
+                if isinstance(err, OSError):
+                    raise output_error(self.output_dir, err) from None
+                raise
+            finally:
+                for _, tmp in moved:
+                    tmp.unlink(missing_ok=True)
+                claim.unlink(missing_ok=True)
+
+    def _remove_rows(self, index: int) -> None:
+        """results.csv rewritten (atomically) without the rows of `index`, under the lock appends take."""
+        csv_path = self.output_dir / RESULTS_CSV
+        with file_lock(self.output_dir / f".{RESULTS_CSV}.lock"):
+            if not csv_path.is_file():
+                return
+            # surrogateescape: bytes that are not UTF-8 go back exactly as they were.
+            text = csv_path.read_bytes().decode("utf-8", errors="surrogateescape")
+            rows = list(csv.reader(io.StringIO(text, newline="")))
+            if not rows:
+                return
+            column = rows[0].index("index") if "index" in rows[0] else 0
+            kept = [rows[0]] + [row for row in rows[1:] if len(row) <= column or row[column] != str(index)]
+            if len(kept) == len(rows):
+                return
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerows(kept)
+            atomic_write_bytes(csv_path, buffer.getvalue().encode("utf-8", errors="surrogateescape"))
 
     def _append_result(self, index: int, text: str, seed: int, rel_path: str) -> None:
         """One row appended in place under a lock shared by every writer of the folder."""
@@ -234,6 +328,7 @@ class OutputWriter:
             video, sidecar = self.output_dir / f"{stem}.mp4", self.output_dir / f"{stem}.json"
             if not video.exists():
                 sidecar.unlink(missing_ok=True)
+                image_path_of(video).unlink(missing_ok=True)
             elif sidecar.exists():
                 self._restore_row(int(stem), sidecar)
             claim.unlink(missing_ok=True)
@@ -296,3 +391,37 @@ def _read_sidecar(path: Path) -> tuple[dict | None, bool]:
     if not isinstance(settings, dict):
         return None, True
     return settings, False
+
+
+def delete_outputs(output_dir: PathLike, indices: list[int]) -> int:
+    """Remove the videos `indices` (mp4 first, so a listing drops them at once, then sidecar and
+    image) and their results.csv rows, under the writers' lock. Returns how many videos went."""
+    output_dir = Path(output_dir)
+    wanted = {int(i) for i in indices}
+    if not wanted:
+        return 0
+    removed = 0
+    with file_lock(output_dir / f".{RESULTS_CSV}.lock"):
+        for index in wanted:
+            stem = output_dir / f"{index:04d}"
+            if stem.with_suffix(".mp4").exists():
+                removed += 1
+            for suffix in (".mp4", ".json", ".png"):
+                stem.with_suffix(suffix).unlink(missing_ok=True)
+        csv_path = output_dir / RESULTS_CSV
+        if csv_path.is_file():
+            rows = _read_csv_rows(csv_path)
+            kept = [row for row in rows if not (row.get("index") or "").isdigit() or int(row["index"]) not in wanted]
+            if len(kept) != len(rows):
+                buffer = io.StringIO()
+                writer = csv.DictWriter(buffer, fieldnames=RESULTS_COLUMNS, lineterminator="\n", extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(kept)
+                atomic_write_text(csv_path, buffer.getvalue())
+    return removed
+
+
+def delete_job_outputs(output_dir: PathLike, job_id: str) -> int:
+    """Remove what a queue job had written (its sidecars carry its `job_id`)."""
+    indices = [e["index"] for e in list_outputs(output_dir) if (e["settings"] or {}).get("job_id") == job_id]
+    return delete_outputs(output_dir, indices)
