@@ -6,7 +6,7 @@ from pathlib import Path
 
 from opensora.checkpoints import FileStatus, default_preset_name, file_status
 from opensora.errors import UserError
-from opensora.presets import Preset, available_presets, load_preset
+from opensora.presets import FAMILY_V2, Preset, available_presets, load_preset
 
 
 @lru_cache(maxsize=None)
@@ -18,6 +18,11 @@ def preset(name: str) -> Preset:
 class PresetAvailability:
     selectable: list[str]  # every file present and readable (or random weights)
     missing: dict[str, list[str]]  # preset -> missing file paths, broken ones as "path (what is wrong)"
+
+    @property
+    def trainable(self) -> list[str]:
+        """Selectable presets the trainer takes (Open-Sora 2.0 ones; 1.2 is generation only)."""
+        return [name for name in self.selectable if preset(name).family == FAMILY_V2]
 
     def help_markdown(self, ckpt_dir: Path) -> str:
         """Why the other presets cannot be picked, and how to get them."""
@@ -79,11 +84,12 @@ def flux_available(p: Preset, ckpt_dir: Path) -> bool:
 def banner_markdown(active: str, ckpt_dir: Path) -> str:
     """Top-of-page line: which model runs, and a warning when it is not an official one."""
     p = preset(active)
-    text = f"**Model:** `{active}` — {p.description}"
+    text = f"**Model:** `{active}` ({p.family_name}) — {p.description}"
     if p.weights != "official":
         fallback = "the bundled demo model" if p.weights == "bundled" else "a tiny model with random weights (noise-like videos)"
-        official = [n for n in available_presets() if preset(n).weights == "official" and preset(n).download]
-        how = f" (`{preset(official[0]).download}`)" if official else ""
+        downloads = official_downloads()
+        how = (" (" + "; ".join(f"{family}: `{command}`" for family, command in downloads.items()) + ")"
+               if downloads else "")
         broken = broken_official_files(ckpt_dir)
         if broken:
             text += (
@@ -93,10 +99,20 @@ def banner_markdown(active: str, ckpt_dir: Path) -> str:
             )
         else:
             text += (
-                f"\n\n**No official Open-Sora 2.0 checkpoint found in `{ckpt_dir}`:** running {fallback}. "
+                f"\n\n**No official Open-Sora 2.0 or 1.2 checkpoint found in `{ckpt_dir}`:** running {fallback}. "
                 f"Put the official files there{how} and restart to use the real model."
             )
     return text
+
+
+def official_downloads() -> dict[str, str]:
+    """{family name: download command} of the first official preset of each family."""
+    downloads: dict[str, str] = {}
+    for name in available_presets():
+        p = preset(name)
+        if p.weights == "official" and p.download:
+            downloads.setdefault(p.family_name, p.download)
+    return dict(sorted(downloads.items(), reverse=True))  # Open-Sora 2.0 first
 
 
 def broken_official_files(ckpt_dir: Path) -> list[FileStatus]:

@@ -66,7 +66,9 @@ def dataset_roots(config: AppConfig) -> list[Path]:
 def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, default_preset: str,
                        lora_pickers: list) -> None:
     """`lora_pickers`: the video tabs' LoRA dropdowns, refreshed when a LoRA appears."""
-    presets = availability(config.ckpt_dir).selectable
+    presets = availability(config.ckpt_dir).trainable
+    if default_preset not in presets and presets:  # e.g. an Open-Sora 1.2 preset: generation only
+        default_preset = presets[0]
     roots = dataset_roots(config)
     gr.Markdown(
         f"Trains with `python -m training finetune` in a separate process; runs live in `{config.runs_dir}`. "

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from opensora.errors import UserError, listing
-from opensora.presets import Preset
+from opensora.presets import FAMILY_V1_2, Preset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CKPT_DIR = Path("ckpts")
@@ -25,7 +25,7 @@ MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 
 @dataclass
 class FileStatus:
-    role: str  # mmdit, vae, t5, clip
+    role: str  # mmdit, vae, t5, clip (1.2: stdit3, vae, t5)
     path: Path
     present: bool
     problem: str = ""  # why a present file cannot be used (empty: it can)
@@ -52,7 +52,8 @@ def file_status(preset: Preset, ckpt_dir: str | Path | None) -> list[FileStatus]
         return []
     root = checkpoint_root(preset, ckpt_dir)
     statuses = []
-    for role in ("mmdit", "vae", "t5", "clip"):
+    roles = ("stdit3", "vae", "t5") if preset.family == FAMILY_V1_2 else ("mmdit", "vae", "t5", "clip")
+    for role in roles:
         path = root / getattr(preset.files, role)
         folder = role in ("t5", "clip")
         present = (path / "config.json").is_file() if folder else path.is_file()

@@ -1,8 +1,10 @@
 """The architecture configs a preset names, kept free of torch so reading a preset is instant.
 
-Each model module imports its config from here (`opensora.models.mmdit.MMDiTConfig` is this one).
+Each model module imports its config from here (`opensora.models.mmdit.MMDiTConfig` is this one;
+the Open-Sora 1.2 `STDiT3Config` and `VAEV12Config` too, with the 1.2 frame-count rule).
 """
 
+import math
 from dataclasses import dataclass
 
 from opensora.errors import UserError
@@ -103,3 +105,116 @@ class TextConfig:
     clip_layers: int = 2
     clip_heads: int = 2
     clip_ff: int = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# Open-Sora 1.2 (opensora.models.stdit3, opensora.models.vae_v1_2)
+
+
+@dataclass
+class STDiT3Config:
+    """Hyper-parameters in the official `STDiT3Config` vocabulary (defaults: STDiT3-XL/2)."""
+
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    in_channels: int = 4
+    caption_channels: int = 4096
+    model_max_length: int = 300
+    qk_norm: bool = True
+    mlp_ratio: float = 4.0
+    input_sq_size: int = 512
+    pred_sigma: bool = True
+
+    def __post_init__(self):
+        self.patch_size = tuple(self.patch_size)
+        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
+            raise UserError(
+                f"STDiT3 config: hidden_size {self.hidden_size} / num_heads {self.num_heads} must be an even "
+                "integer head size (RoPE rotates pairs)"
+            )
+        if self.hidden_size % 4:
+            raise UserError(f"STDiT3 config: hidden_size {self.hidden_size} must be a multiple of 4 (2-D sin-cos)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def out_channels(self) -> int:
+        """pred_sigma doubles the output; only the first in_channels (the velocity) are used."""
+        return self.in_channels * 2 if self.pred_sigma else self.in_channels
+
+
+@dataclass
+class VAEV12Config:
+    """Defaults: the official OpenSoraVAE_V1_2 (SDXL-VAE spatial part, VAE_Temporal_SD)."""
+
+    # spatial AutoencoderKL (diffusers names)
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    # temporal VAE (official VAE_Temporal names, prefixed)
+    temporal_filters: int = 128
+    temporal_num_res_blocks: int = 4
+    temporal_channel_multipliers: tuple[int, ...] = (1, 2, 2, 4)
+    temporal_downsample: tuple[bool, ...] = (False, True, True)
+    temporal_num_groups: int = 32
+    # pipeline
+    latent_channels: int = 4
+    micro_frame_size: int = 17  # pixel frames per temporal chunk
+    micro_batch_size: int = 4  # frames per spatial encode/decode call
+    shift: tuple[float, ...] = (-0.10, 0.34, 0.27, 0.98)
+    scale: tuple[float, ...] = (3.85, 2.32, 2.33, 3.06)
+
+    def __post_init__(self):
+        for name in ("block_out_channels", "temporal_channel_multipliers", "temporal_downsample", "shift", "scale"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if len(self.temporal_downsample) != len(self.temporal_channel_multipliers) - 1:
+            raise UserError(
+                f"VAE v1.2 config: temporal_downsample needs {len(self.temporal_channel_multipliers) - 1} entries "
+                f"(one per level but the last), got {len(self.temporal_downsample)}"
+            )
+        if len(self.shift) != self.latent_channels or len(self.scale) != self.latent_channels:
+            raise UserError(f"VAE v1.2 config: shift and scale need {self.latent_channels} values each")
+
+    @property
+    def spatial_compression(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    @property
+    def time_compression(self) -> int:
+        return 2 ** sum(self.temporal_downsample)
+
+    @property
+    def latent_frames_per_chunk(self) -> int:
+        return math.ceil(self.micro_frame_size / self.time_compression)
+
+    def latent_frames(self, num_frames: int) -> int:
+        return latent_frames_v1_2(num_frames, self.micro_frame_size, self.time_compression)
+
+
+def latent_frames_v1_2(num_frames: int, micro_frame_size: int = 17, time_compression: int = 4) -> int:
+    """Latent frames of `num_frames` pixel frames: each 17-frame chunk -> 5, a shorter rest r -> ceil(r/4)."""
+    full, rest = divmod(num_frames, micro_frame_size)
+    return full * math.ceil(micro_frame_size / time_compression) + math.ceil(rest / time_compression)
+
+
+def check_num_frames_v1_2(num_frames: int, max_frames: int | None = None, micro_frame_size: int = 17) -> int:
+    """Accepted counts: 1 (an image) or micro_frame_size .. max_frames.
+
+    2..16 frames encode fine, but the official timestep transform scales by floor(F/17) and gives a
+    NaN schedule for them; the 4k+1 rule of Open-Sora 2.0 does not apply (34, 40, 51 are all fine).
+    """
+    upper = f"..{max_frames}" if max_frames else " or more"
+    if not isinstance(num_frames, int) or isinstance(num_frames, bool):
+        raise UserError(f"num_frames must be an integer, got {num_frames!r}")
+    too_long = max_frames is not None and num_frames > max_frames
+    if num_frames != 1 and (num_frames < micro_frame_size or too_long):
+        raise UserError(
+            f"num_frames {num_frames} is not supported by Open-Sora 1.2: use 1 (an image) or "
+            f"{micro_frame_size}{upper} frames (2..{micro_frame_size - 1} give the official schedule a "
+            f"division by zero)"
+        )
+    return num_frames

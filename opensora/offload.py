@@ -23,6 +23,7 @@ import torch
 from diffusers.hooks import apply_group_offloading
 from torch import nn
 
+from opensora.errors import UserError
 from opensora.memory.profiles import MemoryProfile, memory_profile
 
 HOST = torch.device("cpu")
@@ -63,6 +64,9 @@ def return_freed_blocks_to_os() -> None:
 def enable_fp8_storage(transformer) -> None:
     """MMDiT weights stored in fp8 (e4m3), each layer cast back to its current dtype (bf16 on a GPU)
     for its own forward: half the bf16 weight memory. Norms and embeddings stay as they are."""
+    if not hasattr(transformer, "enable_layerwise_casting"):  # a plain torch model: Open-Sora 1.2's STDiT3
+        raise UserError(f"fp8 weight storage needs a diffusers model (the Open-Sora 2.0 MMDiT); "
+                        f"{type(transformer).__name__} does not support it yet")
     compute = next(transformer.parameters()).dtype
     transformer.enable_layerwise_casting(storage_dtype=FP8_STORAGE, compute_dtype=compute)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from opensora.devices import check_device
 from opensora.generation_settings import LoraChoice
-from opensora.presets import Preset
+from opensora.presets import FAMILY_V1_2, Preset
 
 
 def free_memory() -> None:
@@ -22,6 +22,17 @@ def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def pipeline_class(preset: Preset):
+    """The pipeline of the preset's family (both have from_preset / generate / load_lora)."""
+    if preset.family == FAMILY_V1_2:
+        from opensora.pipeline_v1_2 import OpenSoraV12Pipeline
+
+        return OpenSoraV12Pipeline
+    from opensora.pipeline import OpenSoraPipeline
+
+    return OpenSoraPipeline
 
 
 class PipelineCache:
@@ -47,11 +58,9 @@ class PipelineCache:
         if self._pipe is not None and self._key == preset.path:
             return self._pipe
         self.unload()
-        from opensora.pipeline import OpenSoraPipeline
-
         if on_load:
             on_load(f"loading {preset.name} on {self.device}")
-        self._pipe = OpenSoraPipeline.from_preset(preset, self.ckpt_dir, self.device, self.dtype)
+        self._pipe = pipeline_class(preset).from_preset(preset, self.ckpt_dir, self.device, self.dtype)
         self._key = preset.path
         return self._pipe
 

@@ -1,19 +1,24 @@
 """Presets: one TOML file per model / resolution / memory profile, read by the app and the CLI.
 
 A preset names the checkpoint files, the architecture, the sampler defaults and the bucket table
-(pixel (height, width) per resolution and aspect-ratio name).
+(pixel (height, width) per resolution and aspect-ratio name). `family` (default "opensora-v2")
+says which model family the file describes; "opensora-v1.2" presets have their own [files],
+[stdit3], [vae] and [sampler] keys, and the [lengths] and [official_aspect_ratio] tables.
 """
 
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opensora.configs import MMDiTConfig, TextConfig, VAEConfig
+from opensora.configs import MMDiTConfig, STDiT3Config, TextConfig, VAEConfig, VAEV12Config, check_num_frames_v1_2
 from opensora.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 WEIGHT_SOURCES = ("official", "random", "bundled")
 MAX_FRAMES = 129
+FAMILY_V2, FAMILY_V1_2 = "opensora-v2", "opensora-v1.2"
+FAMILY_NAMES = {FAMILY_V2: "Open-Sora 2.0", FAMILY_V1_2: "Open-Sora 1.2"}
+V1_2_TABLES = ("stdit3", "lengths", "official_aspect_ratio")  # only an Open-Sora 1.2 preset has these
 
 
 @dataclass
@@ -44,6 +49,34 @@ class SamplerDefaults:
 
 
 @dataclass
+class CheckpointFilesV12:
+    """Open-Sora 1.2: the STDiT3 and VAE files of hpcai-tech/OpenSora-STDiT-v3 and -VAE-v1.2, and
+    the T5-XXL folder shared with 2.0 (relative to the checkpoint folder)."""
+
+    stdit3: str = "OpenSora-STDiT-v3/model.safetensors"
+    vae: str = "OpenSora-VAE-v1.2/model.safetensors"
+    t5: str = "google/t5-v1_1-xxl"
+
+
+@dataclass
+class SamplerDefaultsV12:
+    """Open-Sora 1.2: rectified flow and the score conditioning of its T5 prompt (official defaults)."""
+
+    resolution: str = "240p"
+    aspect_ratio: str = "16:9"
+    num_frames: int = 51
+    max_frames: int = 408  # "16s"
+    num_steps: int = 30
+    guidance: float = 7.0  # the official cfg_scale
+    use_timestep_transform: bool = True
+    align: int | None = 5  # mask-strategy position snapping (official 5)
+    aesthetic_score: float | None = 6.5
+    motion_score: float | None = None  # the official --flow: "motion score: 4.0." (None: not in the prompt)
+    camera_motion: str | None = None
+    fps: int = 24
+
+
+@dataclass
 class PromptSettings:
     """How prompts reach the model. `vocabulary`: the closed vocabulary the model was trained on
     ("shapes-world" for the demo model); every prompt is mapped onto it and the user is told how."""
@@ -68,22 +101,43 @@ class Preset:
     name: str
     description: str
     weights: str  # "official" (from --ckpt-dir), "random" (made at load) or "bundled" (in the repo)
-    files: CheckpointFiles
-    mmdit: MMDiTConfig
-    vae: VAEConfig
+    files: CheckpointFiles | CheckpointFilesV12
+    mmdit: MMDiTConfig | None  # None for Open-Sora 1.2 (its transformer is `stdit3`)
+    vae: VAEConfig | VAEV12Config  # Open-Sora 1.2: the v1.2 VAE
     text: TextConfig
-    sampler: SamplerDefaults
+    sampler: SamplerDefaults | SamplerDefaultsV12
     buckets: dict[str, dict[str, tuple[int, int]]]
     prompt: PromptSettings = field(default_factory=PromptSettings)
     limits: Limits = field(default_factory=Limits)
     seed: int = 0  # random-weight presets: weights drawn from this seed
     download: str = ""  # the command that fetches the official files
     path: Path = field(default=Path())
+    family: str = FAMILY_V2
+    stdit3: STDiT3Config | None = None  # Open-Sora 1.2's transformer
+    lengths: dict[str, int] = field(default_factory=dict)  # 1.2: named lengths ("4s" = 102 frames)
+    # 1.2: this preset's aspect-ratio name (width:height) -> the official v1.2 name (height:width)
+    official_aspect_ratio: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def family_name(self) -> str:
+        return FAMILY_NAMES[self.family]
+
+    @property
+    def label(self) -> str:
+        """How pickers show the preset: `opensora-v1-2 (Open-Sora 1.2)`."""
+        return f"{self.name} ({self.family_name})"
 
     @property
     def spatial_unit(self) -> int:
-        """Pixels per latent token side: VAE compression x patch size (16 for Open-Sora 2.0)."""
-        return self.vae.spatial_compression * self.mmdit.patch_size
+        """Pixels per latent token side: VAE compression x patch size (16 for Open-Sora 2.0 and 1.2)."""
+        patch = self.stdit3.patch_size[1] if self.family == FAMILY_V1_2 else self.mmdit.patch_size
+        return self.vae.spatial_compression * patch
+
+    @property
+    def size_multiple(self) -> int:
+        """What bucket and explicit sizes must be multiples of: the token size for 2.0; any size for
+        1.2, whose VAE floors to 8 pixels (426 -> 424 columns) and whose STDiT3 pads to its patches."""
+        return 1 if self.family == FAMILY_V1_2 else self.spatial_unit
 
     def image_size(self, resolution: str, aspect_ratio: str) -> tuple[int, int]:
         if resolution not in self.buckets:
@@ -111,6 +165,37 @@ def _section(data: dict, name: str, cls, source: Path):
     return cls(**values)
 
 
+def _model_sections(data: dict, family: str, source: Path) -> dict:
+    """The Preset fields whose TOML tables depend on the family."""
+    if family not in FAMILY_NAMES:
+        raise UserError(f"preset {source}: unknown family {family!r}; known: {', '.join(FAMILY_NAMES)}")
+    if family == FAMILY_V2:
+        extra = [name for name in V1_2_TABLES if name in data]
+        if extra:
+            raise UserError(f"preset {source}: [{extra[0]}] is an Open-Sora 1.2 table; "
+                            f'set family = "{FAMILY_V1_2}" or remove it')
+        return dict(
+            files=_section(data, "files", CheckpointFiles, source), mmdit=_section(data, "mmdit", MMDiTConfig, source),
+            vae=_section(data, "vae", VAEConfig, source), sampler=_section(data, "sampler", SamplerDefaults, source),
+            limits=_section(data, "limits", Limits, source),
+        )
+    for name in ("mmdit", "dc_ae", "flux"):
+        if name in data:
+            raise UserError(f"preset {source}: [{name}] is an Open-Sora 2.0 table; an {FAMILY_V1_2} preset has "
+                            "[stdit3] and [vae]")
+    if "max_frames" in data.get("limits", {}):
+        raise UserError(f"preset {source}: an {FAMILY_V1_2} preset gives max_frames in [sampler], not [limits]")
+    sampler = _section(data, "sampler", SamplerDefaultsV12, source)
+    limits = _section(data, "limits", Limits, source)
+    limits.max_frames = sampler.max_frames
+    return dict(
+        files=_section(data, "files", CheckpointFilesV12, source), mmdit=None,
+        stdit3=_section(data, "stdit3", STDiT3Config, source), vae=_section(data, "vae", VAEV12Config, source),
+        sampler=sampler, limits=limits, lengths=dict(data.get("lengths", {})),
+        official_aspect_ratio=dict(data.get("official_aspect_ratio", {})),
+    )
+
+
 def load_preset(name_or_path: str) -> Preset:
     """A preset by name (a file in presets/) or by path to a TOML file."""
     path = Path(name_or_path)
@@ -124,20 +209,18 @@ def load_preset(name_or_path: str) -> Preset:
         raise UserError(f"preset {path} is not valid TOML: {err}") from None
     if data.get("weights") not in WEIGHT_SOURCES:
         raise UserError(f"preset {path}: weights must be one of {', '.join(WEIGHT_SOURCES)}")
+    family = data.get("family", FAMILY_V2)
     preset = Preset(
         name=data.get("name", path.stem),
         description=data.get("description", ""),
         weights=data["weights"],
-        files=_section(data, "files", CheckpointFiles, path),
-        mmdit=_section(data, "mmdit", MMDiTConfig, path),
-        vae=_section(data, "vae", VAEConfig, path),
+        family=family,
+        **_model_sections(data, family, path),
         text=_section(data, "text", TextConfig, path),
-        sampler=_section(data, "sampler", SamplerDefaults, path),
         buckets={
             res: {ar: tuple(hw) for ar, hw in table.items()} for res, table in data.get("buckets", {}).items()
         },
         prompt=_section(data, "prompt", PromptSettings, path),
-        limits=_section(data, "limits", Limits, path),
         seed=data.get("seed", 0),
         download=data.get("download", ""),
         path=path,
@@ -147,15 +230,37 @@ def load_preset(name_or_path: str) -> Preset:
 
 
 def _validate_buckets(preset: Preset) -> None:
-    unit = preset.spatial_unit
+    unit, least = preset.size_multiple, preset.spatial_unit
     for res, table in preset.buckets.items():
         for ar, (h, w) in table.items():
-            if h % unit or w % unit:
-                raise UserError(f"preset {preset.name}: bucket {res} {ar} = {h}x{w} is not a multiple of {unit}")
+            if h % unit or w % unit or min(h, w) < least:
+                raise UserError(f"preset {preset.name}: bucket {res} {ar} = {h}x{w} is not a multiple of {unit} "
+                                f"of at least {least}")
     if preset.prompt.vocabulary not in (None, *VOCABULARIES):
         raise UserError(f"preset {preset.name}: unknown prompt vocabulary {preset.prompt.vocabulary!r}; "
                         f"known: {', '.join(VOCABULARIES)}")
-    if not 1 <= preset.limits.max_frames <= MAX_FRAMES:
+    if preset.family == FAMILY_V1_2:
+        _validate_v1_2(preset)
+    elif not 1 <= preset.limits.max_frames <= MAX_FRAMES:
         raise UserError(f"preset {preset.name}: limits.max_frames {preset.limits.max_frames} must be 1-{MAX_FRAMES}")
     if preset.sampler.resolution not in preset.buckets:
         raise UserError(f"preset {preset.name}: default resolution {preset.sampler.resolution} has no bucket table")
+
+
+def _validate_v1_2(preset: Preset) -> None:
+    s, where = preset.sampler, f"preset {preset.name}"
+    if s.max_frames < preset.vae.micro_frame_size:
+        raise UserError(f"{where}: sampler.max_frames {s.max_frames} must be at least {preset.vae.micro_frame_size}")
+    counts = {"sampler.num_frames": s.num_frames, **{f"lengths.{k}": v for k, v in preset.lengths.items()}}
+    for name, frames in counts.items():
+        try:
+            check_num_frames_v1_2(frames, s.max_frames, preset.vae.micro_frame_size)
+        except UserError as err:
+            raise UserError(f"{where}: {name}: {err}") from None
+    unnamed = sorted({ar for table in preset.buckets.values() for ar in table} - set(preset.official_aspect_ratio))
+    if unnamed:
+        raise UserError(f"{where}: [official_aspect_ratio] has no official (height:width) name for "
+                        f"{', '.join(unnamed)}")
+    if preset.text.t5_max_length != preset.stdit3.model_max_length:
+        raise UserError(f"{where}: text.t5_max_length {preset.text.t5_max_length} must equal stdit3.model_max_length "
+                        f"{preset.stdit3.model_max_length} (the learned null caption's length)")

@@ -68,9 +68,12 @@ def format_table(plan, vram_gib, ram_gib) -> str:
 def run(args: argparse.Namespace) -> int:
     from opensora.errors import UserError
     from opensora.memory.planner import PlanRequest, plan, what_would_fit
-    from opensora.presets import MAX_FRAMES, load_preset
+    from opensora.presets import FAMILY_V2, MAX_FRAMES, load_preset
 
     preset = load_preset(args.preset)
+    if preset.family != FAMILY_V2:  # the sizes and constants are the MMDiT / HunyuanVideo VAE ones
+        raise UserError(f"the memory planner covers Open-Sora 2.0 presets; preset {preset.name} is "
+                        f"{preset.family_name}, which it does not support yet")
     defaults = preset.sampler
     num_frames = check_frames(defaults.num_frames if args.num_frames is None else args.num_frames, MAX_FRAMES)
     height, width = preset.image_size(args.resolution or defaults.resolution, args.aspect_ratio or defaults.aspect_ratio)

@@ -13,7 +13,6 @@ Module and parameter names are the official ones, so `hpcai-tech/OpenSora-STDiT-
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,43 +21,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.models.normalization import RMSNorm
 from torch import nn
 
-from opensora.errors import UserError
-
-
-@dataclass
-class STDiT3Config:
-    """Hyper-parameters in the official `STDiT3Config` vocabulary (defaults: STDiT3-XL/2)."""
-
-    hidden_size: int = 1152
-    depth: int = 28
-    num_heads: int = 16
-    patch_size: tuple[int, int, int] = (1, 2, 2)
-    in_channels: int = 4
-    caption_channels: int = 4096
-    model_max_length: int = 300
-    qk_norm: bool = True
-    mlp_ratio: float = 4.0
-    input_sq_size: int = 512
-    pred_sigma: bool = True
-
-    def __post_init__(self):
-        self.patch_size = tuple(self.patch_size)
-        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
-            raise UserError(
-                f"STDiT3 config: hidden_size {self.hidden_size} / num_heads {self.num_heads} must be an even "
-                "integer head size (RoPE rotates pairs)"
-            )
-        if self.hidden_size % 4:
-            raise UserError(f"STDiT3 config: hidden_size {self.hidden_size} must be a multiple of 4 (2-D sin-cos)")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def out_channels(self) -> int:
-        """pred_sigma doubles the output; only the first in_channels (the velocity) are used."""
-        return self.in_channels * 2 if self.pred_sigma else self.in_channels
+from opensora.configs import STDiT3Config  # noqa: F401 - the model's config lives with the presets
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,6 @@ call gives other frames and another count. Numbers: tests/fixtures/opensora_v1_2
 sampler_spec_v1_2.md section 9).
 """
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,85 +20,15 @@ from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 from torch import nn
 
+from opensora.configs import VAEV12Config
+# The frame-count rules live with the config (torch-free: settings are checked before torch loads).
+from opensora.configs import check_num_frames_v1_2 as check_num_frames  # noqa: F401
+from opensora.configs import latent_frames_v1_2 as latent_frames
 from opensora.errors import UserError
 
 SPATIAL_SCALE = 0.18215  # hard-coded by the official VideoAutoencoderKL
 SPATIAL_PREFIX_OFFICIAL = "spatial_vae.module."
 SPATIAL_PREFIX_MODULE = "spatial_vae."
-
-
-@dataclass
-class VAEV12Config:
-    """Defaults: the official OpenSoraVAE_V1_2 (SDXL-VAE spatial part, VAE_Temporal_SD)."""
-
-    # spatial AutoencoderKL (diffusers names)
-    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
-    layers_per_block: int = 2
-    norm_num_groups: int = 32
-    # temporal VAE (official VAE_Temporal names, prefixed)
-    temporal_filters: int = 128
-    temporal_num_res_blocks: int = 4
-    temporal_channel_multipliers: tuple[int, ...] = (1, 2, 2, 4)
-    temporal_downsample: tuple[bool, ...] = (False, True, True)
-    temporal_num_groups: int = 32
-    # pipeline
-    latent_channels: int = 4
-    micro_frame_size: int = 17  # pixel frames per temporal chunk
-    micro_batch_size: int = 4  # frames per spatial encode/decode call
-    shift: tuple[float, ...] = (-0.10, 0.34, 0.27, 0.98)
-    scale: tuple[float, ...] = (3.85, 2.32, 2.33, 3.06)
-
-    def __post_init__(self):
-        for name in ("block_out_channels", "temporal_channel_multipliers", "temporal_downsample", "shift", "scale"):
-            setattr(self, name, tuple(getattr(self, name)))
-        if len(self.temporal_downsample) != len(self.temporal_channel_multipliers) - 1:
-            raise UserError(
-                f"VAE v1.2 config: temporal_downsample needs {len(self.temporal_channel_multipliers) - 1} entries "
-                f"(one per level but the last), got {len(self.temporal_downsample)}"
-            )
-        if len(self.shift) != self.latent_channels or len(self.scale) != self.latent_channels:
-            raise UserError(f"VAE v1.2 config: shift and scale need {self.latent_channels} values each")
-
-    @property
-    def spatial_compression(self) -> int:
-        return 2 ** (len(self.block_out_channels) - 1)
-
-    @property
-    def time_compression(self) -> int:
-        return 2 ** sum(self.temporal_downsample)
-
-    @property
-    def latent_frames_per_chunk(self) -> int:
-        return math.ceil(self.micro_frame_size / self.time_compression)
-
-
-# ---------------------------------------------------------------------------------------------
-# Frame-count rules (one source for the pipeline, presets and the CLI)
-
-
-def latent_frames(num_frames: int, micro_frame_size: int = 17, time_compression: int = 4) -> int:
-    """Latent frames of `num_frames` pixel frames: each 17-frame chunk -> 5, a shorter rest r -> ceil(r/4)."""
-    full, rest = divmod(num_frames, micro_frame_size)
-    return full * math.ceil(micro_frame_size / time_compression) + math.ceil(rest / time_compression)
-
-
-def check_num_frames(num_frames: int, max_frames: int | None = None, micro_frame_size: int = 17) -> int:
-    """Accepted counts: 1 (an image) or micro_frame_size .. max_frames.
-
-    2..16 frames encode fine, but the official timestep transform scales by floor(F/17) and gives a
-    NaN schedule for them; the 4k+1 rule of Open-Sora 2.0 does not apply (34, 40, 51 are all fine).
-    """
-    upper = f"..{max_frames}" if max_frames else " or more"
-    if not isinstance(num_frames, int) or isinstance(num_frames, bool):
-        raise UserError(f"num_frames must be an integer, got {num_frames!r}")
-    too_long = max_frames is not None and num_frames > max_frames
-    if num_frames != 1 and (num_frames < micro_frame_size or too_long):
-        raise UserError(
-            f"num_frames {num_frames} is not supported by Open-Sora 1.2: use 1 (an image) or "
-            f"{micro_frame_size}{upper} frames (2..{micro_frame_size - 1} give the official schedule a "
-            f"division by zero)"
-        )
-    return num_frames
 
 
 # ---------------------------------------------------------------------------------------------
