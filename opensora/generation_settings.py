@@ -130,6 +130,8 @@ class GenerationRequest:
     num_samples: int = 1
     refine: bool = False
     loras: list[LoraChoice] = field(default_factory=list)
+    use_t2i2v: bool | None = None  # text -> image -> video through FLUX (None: the preset's default for t2v)
+    image_resolution: str | None = None  # bucket table of the FLUX image (None: the preset's [flux] default)
     # Open-Sora 1.2 only (refused for 2.0): a raw mask strategy (wins over cond_type) and scores
     mask_strategy: str | None = None
     aesthetic_score: float | str | None = None  # "none": not in the prompt
@@ -183,6 +185,8 @@ class GenerationSettings:
     fps: int
     shift: bool | None
     flow_shift: float | None
+    use_t2i2v: bool = False  # FLUX draws the first frame, the video model animates it (i2v_head)
+    image_resolution: str | None = None  # the FLUX image's bucket table (None without T2I2V)
     family: str = FAMILY_V2
     # Open-Sora 1.2 (opensora.generation_settings_v1_2); None for 2.0
     mask_strategy: str | None = None  # resolved: the cond type's or the raw one ("" = text-to-video)
@@ -198,6 +202,14 @@ class GenerationSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GenerationSettings":
+        """Back from `to_dict()` (a queued job's file); keys of other layouts are ignored."""
+        names = {f.name for f in fields(cls)}
+        known = {k: v for k, v in values.items() if k in names}
+        known["loras"] = [LoraChoice(**lora) for lora in known.get("loras", [])]
+        return cls(**known)
 
 
 def _pick(value, default):
@@ -256,6 +268,50 @@ def _aspect_ratio(request: GenerationRequest, preset: Preset, resolution: str, r
     return _pick(wanted, preset.sampler.aspect_ratio)
 
 
+def _check_cond_type_fits(cond_type: str, preset: Preset) -> None:
+    """A cond type whose reference frames the preset's autoencoder cannot encode (the v2v types keep
+    33 or 65 frames; the Video DC-AE takes 1 or a multiple of 4) is refused before anything loads."""
+    from opensora.configs import DCAEConfig
+    from opensora.sampling.conditioning import reference_spec
+
+    spec, vae = reference_spec(cond_type), preset.vae
+    if spec is None or not isinstance(vae, DCAEConfig) or vae.accepts_frames(spec.frames):
+        return
+    raise UserError(
+        f"cond type {cond_type} cannot run on preset {preset.name}: it encodes {spec.frames} frames of the reference "
+        f"video, and the preset's Video DC-AE encodes only 1 or a multiple of {vae.time_compression} frames; "
+        "use t2v or an image type (i2v_head, i2v_tail, i2v_loop)"
+    )
+
+
+def _t2i2v(request: GenerationRequest, preset: Preset, cond_type: str) -> tuple[bool, str | None]:
+    """(use_t2i2v, image_resolution). None asks for the preset's default, which only applies to t2v;
+    asked for explicitly it needs a preset with FLUX and a t2v request (the image is the first frame)."""
+    flux = preset.flux
+    wanted = request.use_t2i2v
+    if wanted is None:
+        wanted = flux is not None and flux.use_t2i2v and cond_type == "t2v"
+    if not wanted:
+        if request.image_resolution is not None:
+            raise UserError(f"image_resolution {request.image_resolution!r} only applies to text -> image -> video: "
+                            "turn on use_t2i2v (--use-t2i2v) or leave it out")
+        return False, None
+    if flux is None:
+        from opensora.presets import available_presets, load_preset
+
+        offered = [name for name in available_presets() if load_preset(name).flux is not None]
+        raise UserError(f"preset {preset.name} has no FLUX files, so text -> image -> video is not available; "
+                        f"presets with FLUX: {', '.join(offered)}")
+    if cond_type != "t2v":
+        raise UserError(f"text -> image -> video draws the first frame itself: it works with cond type t2v only, "
+                        f"not {cond_type}")
+    resolution = _pick(request.image_resolution, flux.image_resolution)
+    if resolution not in preset.buckets:
+        raise UserError(f"image_resolution {resolution!r} is not a bucket table of preset {preset.name}; "
+                        f"allowed: {', '.join(preset.buckets)}")
+    return True, resolution
+
+
 def _v2_fields(request: GenerationRequest, s) -> dict:
     """The GenerationSettings fields only Open-Sora 2.0 presets have (1.2: generation_settings_v1_2)."""
     from opensora.refine import parse_motion_setting
@@ -289,6 +345,8 @@ def resolve_settings(request: GenerationRequest, preset: Preset) -> GenerationSe
     else:
         v1_2.refuse_v1_2_fields(request, preset)
         cond_type = normalize_cond_type(request.cond_type or "t2v")
+    _check_cond_type_fits(cond_type, preset)
+    use_t2i2v, image_resolution = _t2i2v(request, preset, cond_type)
     # A raw mask strategy (Open-Sora 1.2) places references even with cond type t2v.
     references = _reference_list(request.reference) if cond_type != "t2v" or request.mask_strategy else []
     _check_references(cond_type, references)
@@ -320,7 +378,8 @@ def resolve_settings(request: GenerationRequest, preset: Preset) -> GenerationSe
         num_frames=num_frames, resolution=resolution, aspect_ratio=aspect_ratio, height=height, width=width,
         num_steps=int(values["num_steps"]), guidance=float(values["guidance"]),
         seed=int(seed), noise_seed=request.noise_seed, num_samples=int(values["num_samples"]),
-        refine=bool(request.refine), loras=loras, **family_fields,
+        refine=bool(request.refine), loras=loras, use_t2i2v=use_t2i2v, image_resolution=image_resolution,
+        **family_fields,
     )
 
 

@@ -11,7 +11,7 @@ end here, so a video made anywhere carries the same sidecar:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -45,6 +45,7 @@ class JobResult:
     sidecars: list[dict]
     notices: list[str]
     seconds: float
+    images: list[Path | None] = field(default_factory=list)  # each video's FLUX first frame (NNNN.png), if any
 
     @property
     def seeds(self) -> list[int]:
@@ -79,12 +80,14 @@ def run_job(
     progress: Progress | None = None,
     cancel_event=None,
     refine_settings=None,
+    record: dict | None = None,
 ) -> JobResult:
     """Generate and write the videos of `settings` (resolved for `preset`). `pipelines` is an
     `opensora.pipeline_cache.PipelineCache`; its lock is held while the model runs. `progress`
-    hears messages and steps; `cancel_event` stops between steps (GenerationCancelled)."""
+    hears messages and steps; `cancel_event` stops between steps (GenerationCancelled). `record`
+    is added to every sidecar (the queue's job id)."""
     from opensora.generation_settings_v1_2 import prompt_motion_score
-    from opensora.io.outputs import OutputWriter, copy_reference
+    from opensora.io.outputs import OutputWriter, copy_reference, image_path_of
     from opensora.refine import RefineSettings, prepare_prompt
     from opensora.sampling.denoise import GenerationCancelled
 
@@ -99,7 +102,8 @@ def run_job(
     progress.message("preparing the prompt")
     prepared = prepare_prompt(
         settings.prompt, refine=settings.refine, motion_score=prompt_motion_score(settings),
-        mode="t2v" if settings.cond_type == "t2v" else "t2i",
+        # The official script refines i2v jobs, and t2i2v's video prompt (it becomes i2v_head), as "t2i".
+        mode="t2v" if settings.cond_type == "t2v" and not settings.use_t2i2v else "t2i",
         settings=refine_settings or RefineSettings.from_env(), vocabulary=preset.prompt.vocabulary, fps=settings.fps,
     )
     notices += prepared.notices
@@ -110,12 +114,17 @@ def run_job(
         pipelines.apply_loras(pipe, settings.loras)
         progress.message("encoding the prompt")
         progress.begin(settings.num_samples)
-        result = pipe.generate(settings, prepared, callback=progress, cancel_event=cancel_event)
+        result = pipe.generate(settings, prepared, callback=progress, cancel_event=cancel_event,
+                               on_message=progress.message)
         del pipe  # the cache owns the pipeline; no stray reference may outlive a preset switch
     progress.message("writing the video")
-    paths = [writer.write(video, sidecar["fps"], sidecar, text=sidecar["prompt"], seed=sidecar["seed"])
-             for video, sidecar in zip(result.videos, result.settings)]
-    return JobResult(paths, result.settings, notices, round(time.time() - started, 2))
+    images = result.images or [None] * len(result.videos)  # text -> image -> video first frames
+    for sidecar in result.settings:
+        sidecar.update(record or {})
+    paths = [writer.write(video, sidecar["fps"], sidecar, text=sidecar["prompt"], seed=sidecar["seed"], image=image)
+             for video, sidecar, image in zip(result.videos, result.settings, images)]
+    written = [None if image is None else image_path_of(path) for path, image in zip(paths, images)]
+    return JobResult(paths, result.settings, notices, round(time.time() - started, 2), written)
 
 
 def check_job_fits(settings: GenerationSettings, device: str) -> None:
