@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from opensora.checkpoints import FileStatus, default_preset_name, file_status
+from opensora.checkpoints import FileStatus, default_preset_name, file_status, preset_files
 from opensora.errors import UserError
 from opensora.presets import FAMILY_V2, Preset, available_presets, load_preset
 
@@ -76,15 +76,19 @@ def check_selectable(name: str, ckpt_dir: Path) -> Preset:
 
 
 def flux_available(p: Preset, ckpt_dir: Path) -> bool:
-    """T2I2V needs FLUX; no preset declares FLUX files yet, so this is False for now."""
-    flux = getattr(p.files, "flux", None)
-    return bool(flux) and (Path(ckpt_dir) / flux).exists()
+    """Whether the preset offers text -> image -> video here: it has a [flux] part and FLUX's two files
+    are ready in `ckpt_dir` (a random-weight preset builds a tiny FLUX)."""
+    if p.flux is None:
+        return False
+    return all(s.ready for s in file_status(p, ckpt_dir) if s.role in ("flux", "flux_ae"))
 
 
 def banner_markdown(active: str, ckpt_dir: Path) -> str:
     """Top-of-page line: which model runs, and a warning when it is not an official one."""
     p = preset(active)
     text = f"**Model:** `{active}` ({p.family_name}) — {p.description}"
+    if flux_available(p, ckpt_dir):
+        text += " · text → image → video through FLUX in the Text → Video tab"
     if p.weights != "official":
         fallback = "the bundled demo model" if p.weights == "bundled" else "a tiny model with random weights (noise-like videos)"
         downloads = official_downloads()
@@ -108,7 +112,8 @@ def banner_markdown(active: str, ckpt_dir: Path) -> str:
 def official_downloads() -> dict[str, str]:
     """{family name: download command} of the first official preset of each family."""
     downloads: dict[str, str] = {}
-    for name in available_presets():
+    # The plain model of a family first: its t2i2v and high-compression presets need more files.
+    for name in sorted(available_presets(), key=lambda n: len(preset_files(preset(n)))):
         p = preset(name)
         if p.weights == "official" and p.download:
             downloads.setdefault(p.family_name, p.download)

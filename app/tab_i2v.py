@@ -80,8 +80,9 @@ def build_i2v_tab(config: AppConfig, handler: GenerateHandler, default_preset: s
         values = [preset, resolution, aspect_ratio, num_frames, num_steps, guidance, guidance_img, motion_score,
                   seed, random_seed, num_samples, refine, lora, lora_scale]
         references = reference_paths(cond_type, reference_image, end_image, reference_video)
-        return handler.run(request_from_form(values, prompt=prompt, negative_prompt=negative_prompt or "",
-                                             cond_type=cond_type, reference=references), request, progress)
+        form_request = request_from_form(values, prompt=prompt, negative_prompt=negative_prompt or "",
+                                         cond_type=cond_type, reference=references)
+        return handler.run_with_image(form_request, request, progress)
 
     inputs = [prompt, image, cond_type, end_image, ref_video, negative, *form.request_inputs()]
     event = wire_generate(result, handler, generate_i2v, inputs, api_name="generate-i2v", cancel_api=False)

@@ -25,7 +25,7 @@ MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 
 @dataclass
 class FileStatus:
-    role: str  # mmdit, vae, t5, clip (1.2: stdit3, vae, t5)
+    role: str  # mmdit, vae, t5, clip (1.2: stdit3, vae, t5); flux, flux_ae for a preset with a [flux] part
     path: Path
     present: bool
     problem: str = ""  # why a present file cannot be used (empty: it can)
@@ -52,14 +52,23 @@ def file_status(preset: Preset, ckpt_dir: str | Path | None) -> list[FileStatus]
         return []
     root = checkpoint_root(preset, ckpt_dir)
     statuses = []
-    roles = ("stdit3", "vae", "t5") if preset.family == FAMILY_V1_2 else ("mmdit", "vae", "t5", "clip")
-    for role in roles:
-        path = root / getattr(preset.files, role)
+    for role, name in preset_files(preset).items():
+        path = root / name
         folder = role in ("t5", "clip")
         present = (path / "config.json").is_file() if folder else path.is_file()
         problem = (folder_problem(path) if folder else safetensors_problem(path)) if present else ""
         statuses.append(FileStatus(role, path, present, problem))
     return statuses
+
+
+def preset_files(preset: Preset) -> dict[str, str]:
+    """{role: file name} of every file the preset reads: its four components (Open-Sora 1.2: STDiT3,
+    its VAE and T5), and FLUX.1-dev's transformer and autoencoder when it offers text -> image -> video."""
+    roles = ("stdit3", "vae", "t5") if preset.family == FAMILY_V1_2 else ("mmdit", "vae", "t5", "clip")
+    files = {role: getattr(preset.files, role) for role in roles}
+    if preset.flux is not None:
+        files.update(flux=preset.flux.transformer, flux_ae=preset.flux.autoencoder)
+    return files
 
 
 def safetensors_problem(path: Path) -> str:

@@ -93,6 +93,144 @@ class VAEConfig:
         return 1 if num_frames == 1 else (num_frames - 1) // self.time_compression + 1
 
 
+DC_AE_BLOCK_TYPES = ("ResBlock", "EViTS5_GLU")
+DC_AE_ATTENTION_HEAD_DIM = 32  # official LiteMLA `dim` inside EfficientViT blocks
+
+
+@dataclass
+class DCAEConfig:
+    """Hyper-parameters of `dc_ae_f32("dc-ae-f32t4c128")`; defaults are the full-size model."""
+
+    in_channels: int = 3
+    latent_channels: int = 128
+    width_list: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
+    encoder_depth_list: tuple[int, ...] = (2, 2, 2, 3, 3, 3)
+    decoder_depth_list: tuple[int, ...] = (3, 3, 3, 3, 3, 3)
+    block_type: tuple[str, ...] = ("ResBlock",) * 3 + ("EViTS5_GLU",) * 3
+    temporal_downsample: tuple[bool, ...] = (False, False, False, True, True, False)
+    time_compression: int = 4
+    spatial_compression: int = 32
+    # The official inference configs pass no scaling factor: the MMDiT samples unscaled latents.
+    scaling_factor: float | None = None
+    # configs/diffusion/train/high_compression.py: the trainer's latents are z / 0.493.
+    training_scaling_factor: float = 0.493
+    spatial_tiling: bool = True
+    temporal_tiling: bool = True
+    spatial_tile_size: int = 256  # pixels
+    temporal_tile_size: int = 32  # frames
+    tile_overlap_factor: float = 0.25
+
+    def __post_init__(self):
+        for name in ("width_list", "encoder_depth_list", "decoder_depth_list", "block_type", "temporal_downsample"):
+            setattr(self, name, tuple(getattr(self, name)))
+        stages = len(self.width_list)
+        lists = (self.encoder_depth_list, self.decoder_depth_list, self.block_type, self.temporal_downsample)
+        if any(len(values) != stages for values in lists):
+            raise UserError(f"DC-AE config: every per-stage list must have {stages} entries (one per width)")
+        unknown = [b for b in self.block_type if b not in DC_AE_BLOCK_TYPES]
+        if unknown:
+            raise UserError(f"DC-AE config: unknown block types {unknown}; allowed: {', '.join(DC_AE_BLOCK_TYPES)}")
+        narrow = [w for w, b in zip(self.width_list, self.block_type) if b != "ResBlock" and w % DC_AE_ATTENTION_HEAD_DIM]
+        if narrow:
+            raise UserError(f"DC-AE config: attention stage widths {narrow} must be multiples of {DC_AE_ATTENTION_HEAD_DIM}")
+        if min(self.encoder_depth_list + self.decoder_depth_list) < 1:
+            raise UserError("DC-AE config: every stage needs depth >= 1 (the video model has no depth-0 stage)")
+        if self.spatial_compression != 2 ** (stages - 1):
+            raise UserError(
+                f"DC-AE config: spatial_compression {self.spatial_compression} must be 2^(stages - 1) = {2 ** (stages - 1)}"
+            )
+        if self.time_compression != 2 ** sum(self.temporal_downsample[:-1]):
+            raise UserError(
+                f"DC-AE config: time_compression {self.time_compression} must be 2^(temporally downsampling "
+                f"stages) = {2 ** sum(self.temporal_downsample[:-1])}"
+            )
+        if self.width_list[-1] % self.latent_channels:
+            raise UserError(
+                f"DC-AE config: latent_channels {self.latent_channels} must divide the last width {self.width_list[-1]}"
+            )
+        # Tiles and their strides must cut the video where the encoder can take it apart.
+        keep = 1 - self.tile_overlap_factor
+        spatial, temporal = self.spatial_tile_size, self.temporal_tile_size
+        if (spatial % self.spatial_compression or int(spatial * keep) % self.spatial_compression
+                or temporal % self.time_compression or int(temporal * keep) % self.time_compression):
+            raise UserError(
+                f"DC-AE config: tiles of {spatial} px / {temporal} frames and their strides at overlap "
+                f"{self.tile_overlap_factor} ({int(spatial * keep)} px / {int(temporal * keep)} frames) must be "
+                f"multiples of the compression {self.spatial_compression} / {self.time_compression}"
+            )
+
+    @property
+    def spatial_tile_latent_size(self) -> int:
+        return self.spatial_tile_size // self.spatial_compression
+
+    @property
+    def temporal_tile_latent_size(self) -> int:
+        return self.temporal_tile_size // self.time_compression
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames the official high-compression sampler draws for a `num_frames` video.
+
+        configs/diffusion/inference/high_compression.py keeps `is_causal_vae=True` from 256px.py, so
+        the noise is sized as for the causal VAE: (F - 1) // 4 + 1. The decoder gives 4 frames per
+        latent frame and the video is cut to F (129 -> 33 latent frames -> 132 -> 129 frames).
+        """
+        return 1 if num_frames == 1 else (num_frames - 1) // self.time_compression + 1
+
+    def encoded_frames(self, num_frames: int) -> int:
+        """Latent frames of an encoded clip (non-causal): 1 for an image, else groups of 4."""
+        return 1 if num_frames == 1 else num_frames // self.time_compression
+
+    def decoded_frames(self, latent_frames: int) -> int:
+        return 1 if latent_frames == 1 else latent_frames * self.time_compression
+
+    def accepts_frames(self, num_frames: int) -> bool:
+        """Frame counts the encoder takes: 1, or a multiple of 4 (each temporal stage halves T)."""
+        return num_frames == 1 or (num_frames >= self.time_compression and num_frames % self.time_compression == 0)
+
+    def check_frames(self, num_frames) -> int:
+        if not isinstance(num_frames, int) or not self.accepts_frames(num_frames):
+            c = self.time_compression
+            raise UserError(
+                f"the Video DC-AE cannot encode {num_frames!r} frames: it takes 1 or a multiple of {c} ({c}, {2 * c}, ...)"
+            )
+        return num_frames
+
+    def check_size(self, height: int, width: int) -> None:
+        unit = self.spatial_compression
+        if height % unit or width % unit:
+            raise UserError(f"the Video DC-AE cannot encode {height}x{width} pixels: height and width must be multiples of {unit}")
+
+
+@dataclass
+class FluxVAEConfig:
+    """The FLUX autoencoder (official `autoencoder_2d`: ch 128, ch_mult (1, 2, 4, 4), 2 res blocks)."""
+
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 16
+    norm_num_groups: int = 32
+    scale_factor: float = 0.3611
+    shift_factor: float = 0.1159
+
+    def __post_init__(self):
+        self.block_out_channels = tuple(self.block_out_channels)
+
+    @property
+    def spatial_compression(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass
+class FluxSettings:
+    """A preset's `[flux]` part: FLUX.1-dev draws the first frame of text -> image -> video
+    (the official t2i2v configs). Random-weight presets build a tiny FLUX instead of reading files."""
+
+    transformer: str = "flux1-dev.safetensors"  # in the checkpoint folder, official BFL layout
+    autoencoder: str = "flux1-dev-ae.safetensors"  # official LDM layout
+    image_resolution: str = "768px"  # bucket table the image is drawn at (official img_resolution)
+    use_t2i2v: bool = False  # the preset's default for t2v requests (the t2i2v configs: on)
+
+
 @dataclass
 class TextConfig:
     t5_max_length: int = 512

@@ -1,4 +1,5 @@
-"""Build the three components of a preset: MMDiT, VAE, text conditioner.
+"""Build the three components of a preset: MMDiT, VAE (the HunyuanVideo VAE, or the Video DC-AE of a
+`[dc_ae]` preset), text conditioner; and FLUX.1-dev for a preset's text -> image -> video stage.
 
 Official and bundled presets read safetensors in the official key layout (checked key by key);
 random presets draw weights from the preset's seed so every run gets the same model.
@@ -11,6 +12,8 @@ from safetensors import SafetensorError
 
 from opensora.errors import UserError
 from opensora.checkpoints import checkpoint_root, load_checked, require_files
+from opensora.configs import DCAEConfig
+from opensora.models.dc_ae import VideoDCAE, dc_ae_key_shapes, load_dc_ae
 from opensora.models.hunyuan_vae import HunyuanVAE
 from opensora.models.mmdit import build_mmdit
 from opensora.models.mmdit_convert import official_key_shapes, official_to_diffusers
@@ -18,7 +21,14 @@ from opensora.models.text_encoders import TextConditioner
 from opensora.presets import Preset
 
 
+def build_autoencoder(preset: Preset) -> HunyuanVAE | VideoDCAE:
+    """The preset's autoencoder with fresh weights: a Video DC-AE for `[dc_ae]`, else the HunyuanVideo VAE."""
+    return VideoDCAE(preset.vae) if isinstance(preset.vae, DCAEConfig) else HunyuanVAE(preset.vae)
+
+
 def vae_key_shapes(preset: Preset) -> dict[str, tuple[int, ...]]:
+    if isinstance(preset.vae, DCAEConfig):
+        return dc_ae_key_shapes(preset.vae)
     with torch.device("meta"):
         vae = HunyuanVAE(preset.vae)
     return {k: tuple(v.shape) for k, v in vae.model.state_dict().items()}
@@ -33,7 +43,9 @@ def load_mmdit_weights(path: Path, preset: Preset, dtype: torch.dtype, device: s
     return model.to(device).eval()
 
 
-def load_vae_weights(path: Path, preset: Preset, dtype: torch.dtype, device: str) -> HunyuanVAE:
+def load_vae_weights(path: Path, preset: Preset, dtype: torch.dtype, device: str) -> HunyuanVAE | VideoDCAE:
+    if isinstance(preset.vae, DCAEConfig):
+        return load_dc_ae(path, preset.vae, dtype, device)
     state = load_checked(path, vae_key_shapes(preset), "HunyuanVideo VAE")
     with torch.device("meta"):
         vae = HunyuanVAE(preset.vae)
@@ -53,7 +65,7 @@ def load_components(
         with torch.random.fork_rng():
             torch.manual_seed(preset.seed)
             transformer = build_mmdit(preset.mmdit)
-            vae = HunyuanVAE(preset.vae)
+            vae = build_autoencoder(preset)
         text = TextConditioner.random(
             preset.text, preset.mmdit.context_in_dim, preset.mmdit.vec_in_dim, preset.seed + 1
         )
@@ -76,3 +88,24 @@ def load_components(
             f"could not load the text encoders from {root / preset.files.t5} and {root / preset.files.clip}: {err}"
         ) from None
     return transformer, vae, text
+
+
+def load_flux(preset: Preset, ckpt_dir=None, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """(FLUX transformer, FLUX autoencoder) of the preset's `[flux]` part: FLUX.1-dev from the official
+    files, or for a random-weight preset a tiny FLUX drawn from its seed, as wide as its T5 / CLIP."""
+    from opensora.configs import FluxVAEConfig
+    from opensora.models.flux_image import FLUX_DEV, load_flux_transformer, load_flux_vae, tiny_random_flux
+
+    if preset.flux is None:
+        raise UserError(f"preset {preset.name} has no FLUX model (no [flux] part): "
+                        "text -> image -> video is not available")
+    if preset.weights == "random":
+        transformer, vae = tiny_random_flux(preset.mmdit.context_in_dim, preset.mmdit.vec_in_dim, preset.seed + 2)
+        if dtype != torch.float32:
+            transformer, vae = transformer.to(dtype=dtype), vae.to(dtype=dtype)
+        return transformer.to(device), vae.to(device)
+    require_files(preset, ckpt_dir, roles=("flux", "flux_ae"))
+    root = checkpoint_root(preset, ckpt_dir)
+    transformer = load_flux_transformer(root / preset.flux.transformer, FLUX_DEV, dtype, device)
+    vae = load_flux_vae(root / preset.flux.autoencoder, FluxVAEConfig(), dtype, device)
+    return transformer, vae

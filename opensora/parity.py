@@ -2,8 +2,8 @@
 tests/fixtures/opensora_v2, see its README) and report the max absolute error per check.
 
 Configs come from the fixture JSON files, so fixtures made with other seeds and sizes work.
-A family whose files are absent is skipped; a family this project does not implement yet
-(Video DC-AE, the FLUX.1-dev key layout) reports None.
+A family whose files are absent is skipped. The Video DC-AE checks are `opensora.parity_dc_ae`'s;
+a DC-AE check whose tensors a folder lacks reports None.
 """
 
 import json
@@ -121,10 +121,18 @@ def check_key_lists(folder: Path) -> dict[str, Check | None]:
             vae = HunyuanVAE(VAEConfig(layers_per_block=data["config"]["layers_per_block"]))
         ours = {k: tuple(v.shape) for k, v in vae.model.state_dict().items()}
         result["hunyuan_vae_keys"] = _key_list_check(ours, data["keys"])
-    for name in ("flux_dev_keys", "dc_ae_keys"):  # not implemented yet
-        if (folder / f"{name}.json").exists():
-            result[name] = None
+    if (folder / "flux_dev_keys.json").exists():
+        from opensora.models.flux_image import FLUX_DEV, flux_key_shapes
+
+        listed = _json(folder / "flux_dev_keys.json")["keys"]
+        result["flux_dev_keys"] = _key_list_check(flux_key_shapes(FLUX_DEV), listed)
     return result
+
+
+def check_dc_ae(folder: Path) -> dict[str, Check | None]:
+    from opensora.parity_dc_ae import dc_ae_checks  # it builds on this module's Check
+
+    return dc_ae_checks(folder)
 
 
 def check_vae(folder: Path) -> dict[str, Check]:
@@ -218,8 +226,8 @@ FAMILIES: list[tuple[str, Callable[[Path], dict]]] = [
     ("hunyuan_vae_tiny_io.safetensors", check_vae),
     ("cond_layouts.safetensors", check_cond_layouts),
     ("sampler_tiny_io.safetensors", check_sampler),
+    ("dc_ae_tiny_io.safetensors", check_dc_ae),  # also checks dc_ae_keys.json
 ]
-NOT_IMPLEMENTED = {"dc_ae_tiny_io.safetensors": ("dc_ae_encode", "dc_ae_decode")}
 
 
 @torch.no_grad()
@@ -233,9 +241,8 @@ def run_parity(folder: str | Path) -> tuple[dict[str, float | None], bool]:
         if (folder / marker).exists():
             checks.update(family(folder))
     checks.update(check_key_lists(folder))
-    for marker, names in NOT_IMPLEMENTED.items():
-        if (folder / marker).exists():
-            checks.update({name: None for name in names})
+    if "dc_ae_keys" not in checks and (folder / "dc_ae_keys.json").exists():
+        checks.update(check_dc_ae(folder))  # the key list alone
     errors = {name: None if c is None else c.max_error for name, c in checks.items()}
     ok = all(c.ok for c in checks.values() if c is not None)
     return errors, ok

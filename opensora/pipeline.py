@@ -15,7 +15,7 @@ from opensora.devices import parse_dtype
 from opensora.errors import UserError
 from opensora.generation_settings import GenerationSettings, video_record
 from opensora.io.reference import load_reference, load_reference_frame
-from opensora.loading import load_components
+from opensora.loading import load_components, load_flux
 from opensora.models.mmdit import mmdit_forward
 from opensora.presets import Preset, load_preset
 from opensora.refine import PreparedPrompt
@@ -23,6 +23,7 @@ from opensora.sampling.conditioning import prepare_condition, reference_spec, re
 from opensora.sampling.denoise import GuidanceOptions, StepCallback, denoise
 from opensora.sampling.packing import image_position_ids, pack, unpack
 from opensora.sampling.schedule import make_scheduler
+from opensora.t2i2v import draw_first_frame, first_frame_reference
 
 
 @dataclass
@@ -30,12 +31,19 @@ class GenerationResult:
     videos: list[torch.Tensor]  # one (3, T, H, W) tensor in [-1, 1] per sample
     settings: list[dict]  # everything needed to reproduce each video (the sidecar)
     latents: list[torch.Tensor] = field(default_factory=list)
+    # Text -> image -> video: each video's FLUX first frame (3, H, W) in [-1, 1], at the image size
+    # (None for a video made without one); empty when no video of the result had one.
+    images: list[torch.Tensor | None] = field(default_factory=list)
 
 
 class OpenSoraPipeline:
-    def __init__(self, preset: Preset, transformer, vae, text_encoder, device="cpu", dtype=torch.float32):
+    def __init__(self, preset: Preset, transformer, vae, text_encoder, device="cpu", dtype=torch.float32,
+                 flux=None, ckpt_dir=None):
+        """flux: (transformer, autoencoder) of the preset's text -> image -> video stage, or None to load
+        it from `ckpt_dir` on the first request that needs it."""
         self.preset, self.transformer, self.vae, self.text_encoder = preset, transformer, vae, text_encoder
         self.device, self.dtype = torch.device(device), dtype
+        self.flux, self.ckpt_dir = flux, ckpt_dir
         self.loras: list[dict] = []  # {"path", "scale"} of each merged LoRA, in load order
         self._unmerged_weights: dict[str, torch.Tensor] = {}  # weights as they were before any LoRA
 
@@ -44,7 +52,16 @@ class OpenSoraPipeline:
         preset = preset if isinstance(preset, Preset) else load_preset(preset)
         dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
         transformer, vae, text = load_components(preset, ckpt_dir, device, dtype)
-        return cls(preset, transformer, vae, text, device, dtype)
+        return cls(preset, transformer, vae, text, device, dtype, ckpt_dir=ckpt_dir)
+
+    def load_flux(self, on_message=None):
+        """(transformer, autoencoder) of FLUX, loaded on first use (12B parameters that a plain t2v or
+        i2v run never needs)."""
+        if self.flux is None:
+            if on_message is not None:
+                on_message(f"loading FLUX for text -> image -> video on {self.device}")
+            self.flux = load_flux(self.preset, self.ckpt_dir, str(self.device), self.dtype)
+        return self.flux
 
     # ----------------------------------------------------------------------------------------
     def load_lora(self, path: str | Path, scale: float = 1.0) -> None:
@@ -104,6 +121,10 @@ class OpenSoraPipeline:
                     f"{paths[0]} has {video.shape[1]}"
                 )
             pixels = [video[:, : spec.frames] if spec.which == "first" else video[:, -spec.frames :]]
+        return self._encode_pixels(pixels, generator)
+
+    def _encode_pixels(self, pixels: list[torch.Tensor], generator) -> list[torch.Tensor]:
+        """Reference latents of (3, T, H, W) clips: a posterior sample, as the official loader encodes."""
         latents = []
         for clip in pixels:
             clip = clip[None].to(self.device, self.dtype)
@@ -132,6 +153,8 @@ class OpenSoraPipeline:
         text_osci: bool | None = None,
         image_osci: bool | None = None,
         scale_temporal_osci: bool | None = None,
+        use_t2i2v: bool | None = None,
+        image_resolution: str | None = None,
         callback: StepCallback | None = None,
         cancel_event=None,
     ) -> GenerationResult:
@@ -151,6 +174,9 @@ class OpenSoraPipeline:
             num_steps, guidance, guidance_img, text_osci, image_osci, scale_temporal_osci:
                 sampler settings (preset defaults when None).
             motion_score: 1-15, appended to the prompt as "<m> motion score." (None: preset default).
+            use_t2i2v: text -> image -> video (t2v only): FLUX draws the first frame from the prompt at
+                `image_resolution` (a bucket table; None: the preset's), the video starts on it
+                (i2v_head); `GenerationResult.images` holds it. None: the preset's default.
             seed: seeds everything (reference posterior sampling, and the noise unless
                 `noise_seed` is given); sample k is made as a one-sample call with seed + k.
                 None: a random seed, reported.
@@ -168,6 +194,7 @@ class OpenSoraPipeline:
             height=height, width=width, num_steps=num_steps, guidance=guidance, guidance_img=guidance_img,
             text_osci=text_osci, image_osci=image_osci, scale_temporal_osci=scale_temporal_osci,
             motion_score=motion_score, seed=seed, noise_seed=noise_seed, num_samples=num_samples,
+            use_t2i2v=use_t2i2v, image_resolution=image_resolution,
         )
         settings = resolve_settings(request, self.preset)
         prepared = prepare_prompt(settings.prompt, refine=False, motion_score=settings.motion_score,
@@ -181,9 +208,11 @@ class OpenSoraPipeline:
         prepared: PreparedPrompt,
         callback: StepCallback | None = None,
         cancel_event=None,
+        on_message=None,
     ) -> GenerationResult:
         """The videos of resolved `settings` (see `opensora.generation_settings`), with the encoder
-        text of `prepared` (whose motion score is the one used)."""
+        text of `prepared` (whose motion score is the one used). `on_message(text)` hears what runs
+        besides the video's steps (loading and drawing the text -> image -> video first frame)."""
         started = time.time()
         if settings.preset != self.preset.name:
             raise UserError(f"settings are for preset {settings.preset}; this pipeline runs {self.preset.name}")
@@ -200,21 +229,33 @@ class OpenSoraPipeline:
         negative = settings.negative_prompt
         txt, y_vec = self.text_encoder.encode([prepared.model_text, negative, negative])
         txt, y_vec = txt.to(self.dtype), y_vec.to(self.dtype)
+        if settings.use_t2i2v:
+            flux = self.load_flux(on_message)
+            # The image prompt: no FPS / motion suffixes, through the same T5 / CLIP.
+            image_txt, image_vec = self.text_encoder.encode([prepared.text])
 
         result = GenerationResult(videos=[], settings=[])
         for k in range(settings.num_samples):
             one = settings.sample(k)
             torch.manual_seed(one.seed)  # anything not given its own generator follows the seed
             ref_generator = torch.Generator(device="cpu").manual_seed(one.seed)
-            references = [self._encode_references(one.cond_type, one.reference, one.height, one.width, ref_generator)]
+            cond_type, image = one.cond_type, None
+            if one.use_t2i2v:
+                image = draw_first_frame(flux, image_txt, image_vec, self.preset, one, on_message, cancel_event)
+                cond_type = "i2v_head"  # the official t2i2v: the video starts on the drawn image
+                references = [self._encode_pixels([first_frame_reference(image, one.height, one.width)], ref_generator)]
+            else:
+                references = [self._encode_references(cond_type, one.reference, one.height, one.width, ref_generator)]
             noise_seed = one.seed if one.noise_seed is None else one.noise_seed
             generator = torch.Generator(device="cpu").manual_seed(noise_seed)
             noise = torch.randn(shape, generator=generator, dtype=self.dtype).to(self.device)
-            latent = self.sample(noise, txt, y_vec, one.cond_type, references, options, one.num_steps, callback,
+            latent = self.sample(noise, txt, y_vec, cond_type, references, options, one.num_steps, callback,
                                  cancel_event)
             video = self.vae.decode(latent.to(self.dtype))[0, :, : one.num_frames].float().clamp(-1, 1).cpu()
             result.videos.append(video)
             result.latents.append(latent[0].float().cpu())
+            if settings.use_t2i2v:
+                result.images.append(image)
             result.settings.append(video_record(one, prepared, sample_index=k, dtype=self.dtype,
                                                 loras=self.loras, seconds=time.time() - started))
         return result

@@ -10,7 +10,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opensora.configs import MMDiTConfig, STDiT3Config, TextConfig, VAEConfig, VAEV12Config, check_num_frames_v1_2
+from opensora.configs import (
+    DCAEConfig, FluxSettings, MMDiTConfig, STDiT3Config, TextConfig, VAEConfig, VAEV12Config, check_num_frames_v1_2,
+)
 from opensora.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -103,7 +105,8 @@ class Preset:
     weights: str  # "official" (from --ckpt-dir), "random" (made at load) or "bundled" (in the repo)
     files: CheckpointFiles | CheckpointFilesV12
     mmdit: MMDiTConfig | None  # None for Open-Sora 1.2 (its transformer is `stdit3`)
-    vae: VAEConfig | VAEV12Config  # Open-Sora 1.2: the v1.2 VAE
+    # [vae]: the HunyuanVideo VAE (1.2: the v1.2 VAE); [dc_ae]: the Video DC-AE (high compression)
+    vae: VAEConfig | DCAEConfig | VAEV12Config
     text: TextConfig
     sampler: SamplerDefaults | SamplerDefaultsV12
     buckets: dict[str, dict[str, tuple[int, int]]]
@@ -112,6 +115,7 @@ class Preset:
     seed: int = 0  # random-weight presets: weights drawn from this seed
     download: str = ""  # the command that fetches the official files
     path: Path = field(default=Path())
+    flux: FluxSettings | None = None  # [flux]: text -> image -> video through FLUX.1-dev (None: not offered)
     family: str = FAMILY_V2
     stdit3: STDiT3Config | None = None  # Open-Sora 1.2's transformer
     lengths: dict[str, int] = field(default_factory=dict)  # 1.2: named lengths ("4s" = 102 frames)
@@ -165,6 +169,15 @@ def _section(data: dict, name: str, cls, source: Path):
     return cls(**values)
 
 
+def _autoencoder(data: dict, source: Path) -> VAEConfig | DCAEConfig:
+    """[vae] (HunyuanVideo VAE, the default) or [dc_ae] (Video DC-AE), never both."""
+    if "dc_ae" in data:
+        if "vae" in data:
+            raise UserError(f"preset {source}: give [vae] or [dc_ae], not both (one autoencoder per preset)")
+        return _section(data, "dc_ae", DCAEConfig, source)
+    return _section(data, "vae", VAEConfig, source)
+
+
 def _model_sections(data: dict, family: str, source: Path) -> dict:
     """The Preset fields whose TOML tables depend on the family."""
     if family not in FAMILY_NAMES:
@@ -176,7 +189,7 @@ def _model_sections(data: dict, family: str, source: Path) -> dict:
                             f'set family = "{FAMILY_V1_2}" or remove it')
         return dict(
             files=_section(data, "files", CheckpointFiles, source), mmdit=_section(data, "mmdit", MMDiTConfig, source),
-            vae=_section(data, "vae", VAEConfig, source), sampler=_section(data, "sampler", SamplerDefaults, source),
+            vae=_autoencoder(data, source), sampler=_section(data, "sampler", SamplerDefaults, source),
             limits=_section(data, "limits", Limits, source),
         )
     for name in ("mmdit", "dc_ae", "flux"):
@@ -224,6 +237,7 @@ def load_preset(name_or_path: str) -> Preset:
         seed=data.get("seed", 0),
         download=data.get("download", ""),
         path=path,
+        flux=_section(data, "flux", FluxSettings, path) if "flux" in data else None,
     )
     _validate_buckets(preset)
     return preset
@@ -245,6 +259,9 @@ def _validate_buckets(preset: Preset) -> None:
         raise UserError(f"preset {preset.name}: limits.max_frames {preset.limits.max_frames} must be 1-{MAX_FRAMES}")
     if preset.sampler.resolution not in preset.buckets:
         raise UserError(f"preset {preset.name}: default resolution {preset.sampler.resolution} has no bucket table")
+    if preset.flux is not None and preset.flux.image_resolution not in preset.buckets:
+        raise UserError(f"preset {preset.name}: flux.image_resolution {preset.flux.image_resolution} has no "
+                        f"bucket table; tables: {', '.join(preset.buckets)}")
 
 
 def _validate_v1_2(preset: Preset) -> None:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{preset.name}: {'ready' if ready[name] else ', '.join(problems)}")
         for status in statuses:
             tag = "present" if status.ready else "BROKEN" if status.present else "MISSING"
-            print(f"  [{tag}] {status.role:<6} {status.path}" + (f": {status.problem}" if status.problem else ""))
+            print(f"  [{tag}] {status.role:<7} {status.path}" + (f": {status.problem}" if status.problem else ""))
         if not ready[name] and preset.download:
             print(f"  download: {preset.download}")
     if args.preset:

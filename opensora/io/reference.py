@@ -134,6 +134,13 @@ def load_reference(
     return _to_model_range([resize_crop(Image.fromarray(f), height, width) for f in frames])
 
 
+def reference_from_image(image: Image.Image, height: int, width: int) -> torch.Tensor:
+    """An image already in memory as one conditioning frame (3, 1, H, W) in [-1, 1], transformed as a
+    reference file would be (resize to fill, centre crop)."""
+    _check_size(height, width)
+    return _to_model_range([resize_crop(_to_rgb(image), height, width)])
+
+
 def load_reference_frame(
     path: PathLike, which: Literal["first", "last"], height: int, width: int
 ) -> torch.Tensor:

@@ -155,6 +155,21 @@ def encode_video(path: PathLike, frames: np.ndarray | torch.Tensor, fps: float) 
         raise UserError(f"could not encode video {path}: {e}") from e
 
 
+def image_to_uint8(image: torch.Tensor) -> np.ndarray:
+    """A float (3, H, W) image in [-1, 1] as uint8 (H, W, 3), rounded as the video frames are."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 3:
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise UserError(f"image must be a float tensor (3, H, W) in [-1, 1], got {got}")
+    return _to_uint8_thwc(image[:, None])[0]
+
+
+def encode_png(path: PathLike, image: torch.Tensor) -> None:
+    """Write a float (3, H, W) image in [-1, 1] as an 8-bit RGB PNG straight into `path` (not atomic)."""
+    from PIL import Image
+
+    Image.fromarray(image_to_uint8(image), "RGB").save(str(path), format="PNG")
+
+
 # --------------------------------------------------------------------------- reading
 
 

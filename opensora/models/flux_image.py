@@ -11,7 +11,6 @@ The autoencoder is diffusers' `AutoencoderKL` (16 latent channels, no quant conv
 Both configs live here; nothing is fetched from a hub.
 """
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,14 +19,13 @@ from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from torch import nn
 
 from opensora.checkpoints import load_checked
+from opensora.configs import FluxVAEConfig  # noqa: F401 - the model's config lives with the presets
 from opensora.errors import UserError
 from opensora.models.mmdit import MMDiTConfig, build_mmdit, mmdit_forward
 from opensora.models.mmdit_convert import diffusers_to_official, official_to_diffusers
 from opensora.sampling.packing import image_position_ids, pack, unpack
 from opensora.sampling.schedule import make_scheduler
 
-TRANSFORMER_FILE = "flux1-dev.safetensors"
-VAE_FILE = "flux1-dev-ae.safetensors"
 DISTILLED_GUIDANCE = 4.0  # the official t2i option: guidance embedding 4.0, no CFG
 PATCH_SIZE = 2
 
@@ -37,25 +35,6 @@ FLUX_DEV = MMDiTConfig(
     depth=19, depth_single_blocks=38, axes_dim=(16, 56, 56), theta=10000, qkv_bias=True,
     cond_embed=False, guidance_embed=True, patch_size=PATCH_SIZE, rope="interleaved",
 )
-
-
-@dataclass
-class FluxVAEConfig:
-    """The FLUX autoencoder (official `autoencoder_2d`: ch 128, ch_mult (1, 2, 4, 4), 2 res blocks)."""
-
-    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
-    layers_per_block: int = 2
-    latent_channels: int = 16
-    norm_num_groups: int = 32
-    scale_factor: float = 0.3611
-    shift_factor: float = 0.1159
-
-    def __post_init__(self):
-        self.block_out_channels = tuple(self.block_out_channels)
-
-    @property
-    def spatial_compression(self) -> int:
-        return 2 ** (len(self.block_out_channels) - 1)
 
 
 def tiny_flux_config(context_in_dim: int = 24, vec_in_dim: int = 16) -> MMDiTConfig:
