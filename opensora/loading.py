@@ -90,15 +90,26 @@ def load_components(
     return transformer, vae, text
 
 
-def load_flux(preset: Preset, ckpt_dir=None, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """(FLUX transformer, FLUX autoencoder) of the preset's `[flux]` part: FLUX.1-dev from the official
-    files, or for a random-weight preset a tiny FLUX drawn from its seed, as wide as its T5 / CLIP."""
+def flux_configs(preset: Preset):
+    """(transformer MMDiTConfig, FluxVAEConfig) of the preset's `[flux]` part: FLUX.1-dev's, or for a
+    random-weight preset the tiny FLUX, as wide as its T5 / CLIP."""
     from opensora.configs import FluxVAEConfig
-    from opensora.models.flux_image import FLUX_DEV, load_flux_transformer, load_flux_vae, tiny_random_flux
+    from opensora.models.flux_image import FLUX_DEV, TINY_FLUX_VAE, tiny_flux_config
 
     if preset.flux is None:
         raise UserError(f"preset {preset.name} has no FLUX model (no [flux] part): "
                         "text -> image -> video is not available")
+    if preset.weights == "random":
+        return tiny_flux_config(preset.mmdit.context_in_dim, preset.mmdit.vec_in_dim), TINY_FLUX_VAE
+    return FLUX_DEV, FluxVAEConfig()
+
+
+def load_flux(preset: Preset, ckpt_dir=None, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """(FLUX transformer, FLUX autoencoder) of the preset's `[flux]` part (see `flux_configs`): read from
+    the official files, or drawn from the preset's seed for a random-weight preset."""
+    from opensora.models.flux_image import load_flux_transformer, load_flux_vae, tiny_random_flux
+
+    transformer_config, vae_config = flux_configs(preset)
     if preset.weights == "random":
         transformer, vae = tiny_random_flux(preset.mmdit.context_in_dim, preset.mmdit.vec_in_dim, preset.seed + 2)
         if dtype != torch.float32:
@@ -106,6 +117,6 @@ def load_flux(preset: Preset, ckpt_dir=None, device: str = "cpu", dtype: torch.d
         return transformer.to(device), vae.to(device)
     require_files(preset, ckpt_dir, roles=("flux", "flux_ae"))
     root = checkpoint_root(preset, ckpt_dir)
-    transformer = load_flux_transformer(root / preset.flux.transformer, FLUX_DEV, dtype, device)
-    vae = load_flux_vae(root / preset.flux.autoencoder, FluxVAEConfig(), dtype, device)
+    transformer = load_flux_transformer(root / preset.flux.transformer, transformer_config, dtype, device)
+    vae = load_flux_vae(root / preset.flux.autoencoder, vae_config, dtype, device)
     return transformer, vae

@@ -9,7 +9,13 @@ of their dtype; activations from the token count. The constants of the formulas 
   VAE decode         = vae_activation_factor x tile frames x tile height x tile width x decoder width x bytes
                        + 2.5 x the decoded video in fp32 (the tiles and the blended copy)
   T5 activations     = 8 x 3 x text tokens x width x bytes
+  FLUX image         = the MMDiT formula with 1 row (no CFG) over the image's tokens, plus the VAE
+                       formula for one untiled frame through the FLUX decoder (text -> image -> video)
   CPU runs add host_workspace_gb (kernel workspaces, allocator slack) to every compute phase.
+
+The Video DC-AE decodes in its own tiles (official 256 px, 32 frames); its factor is the HunyuanVideo
+VAE's (not measured for the DC-AE). FLUX, once loaded for text -> image -> video, stays resident
+(the pipeline keeps it; no memory profile offloads it yet), so it counts in every phase.
 
 A phase's need is what is resident during it plus its activations; the peak is the largest phase.
 Host RAM also counts loading: the MMDiT passes through host memory in full once (no profile
@@ -19,6 +25,7 @@ streams it from the checkpoint yet), and CUDA-stream prefetch pins a second host
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from opensora.configs import DCAEConfig
 from opensora.errors import UserError
 from opensora.memory.profiles import MemoryProfile, PlannerConstants, load_memory_profiles, planner_constants
 from opensora.memory.sizes import ComponentSizes, EncoderSizes, component_sizes
@@ -41,6 +48,7 @@ class PlanRequest:
     fp8_mmdit: bool = False
     ckpt_root: Path | None = None  # where the encoders' config.json can be read, if anywhere
     sequence_parallel: int = 1  # torchrun ranks splitting the image tokens (each holds all weights)
+    t2i2v_image: tuple[int, int] | None = None  # (height, width) of the FLUX first frame; None: no T2I2V
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,8 @@ class _Bytes:
     encoder_activations: int
     vae_decode: int
     videos: int  # decoded videos kept until written (fp32 on the host)
+    flux: int = 0  # FLUX transformer + autoencoder, with text -> image -> video
+    flux_activations: int = 0
 
 
 def _sizes_in_bytes(request: PlanRequest, sizes: ComponentSizes, consts: PlannerConstants, profile: MemoryProfile) -> _Bytes:
@@ -115,12 +125,28 @@ def _sizes_in_bytes(request: PlanRequest, sizes: ComponentSizes, consts: Planner
     tokens = latent_tokens(request) + text_tokens
     vae_config = request.preset.vae
     frames = request.num_frames
-    if profile.vae_temporal_tiling:
-        frames = min(frames, consts.vae_tile_frames + 1)
     tile_h, tile_w = request.height, request.width
-    if vae_config.spatial_tiling:
-        tile_h, tile_w = min(tile_h, vae_config.tile_size), min(tile_w, vae_config.tile_size)
+    if isinstance(vae_config, DCAEConfig):  # the DC-AE tiles itself, in space and time
+        if vae_config.temporal_tiling:
+            frames = min(frames, vae_config.temporal_tile_size)
+        if vae_config.spatial_tiling:
+            tile_h, tile_w = min(tile_h, vae_config.spatial_tile_size), min(tile_w, vae_config.spatial_tile_size)
+    else:
+        if profile.vae_temporal_tiling:
+            frames = min(frames, consts.vae_tile_frames + 1)
+        if vae_config.spatial_tiling:
+            tile_h, tile_w = min(tile_h, vae_config.tile_size), min(tile_w, vae_config.tile_size)
     video = 3 * request.num_frames * request.height * request.width * 4
+    flux = {}
+    if request.t2i2v_image is not None and sizes.flux is not None:
+        image_h, image_w = request.t2i2v_image
+        image_tokens = (image_h // 16) * (image_w // 16)  # 8x VAE, 2x2 patches
+        flux = dict(
+            flux=(sizes.flux.params + sizes.flux_vae_params) * b,
+            flux_activations=int(max(consts.mmdit_activation_factor * (image_tokens + text_tokens) * sizes.flux.hidden,
+                                     consts.vae_activation_factor * image_h * image_w * sizes.flux_vae_decoder_width)
+                                 * b),
+        )
     return _Bytes(
         mmdit=weights, mmdit_block=block, mmdit_outside=mmdit.outside_blocks * b, mmdit_leaf=mmdit.largest_leaf * b,
         t5=_encoder_bytes(sizes.t5, b, request.text_encoder_quant), clip=sizes.clip.params * b,
@@ -128,7 +154,7 @@ def _sizes_in_bytes(request: PlanRequest, sizes: ComponentSizes, consts: Planner
         mmdit_activations=int(consts.mmdit_activation_factor * 3 * tokens * mmdit.hidden * b / request.sequence_parallel),
         encoder_activations=8 * 3 * text_tokens * sizes.t5.width * b,
         vae_decode=int(consts.vae_activation_factor * frames * tile_h * tile_w * sizes.vae_decoder_width * b + 2.5 * video),
-        videos=video * request.num_samples,
+        videos=video * request.num_samples, **flux,
     )
 
 
@@ -151,11 +177,14 @@ def _gpu_phases(z: _Bytes, profile: MemoryProfile) -> dict[str, int]:
         "mmdit": z.mmdit if profile.mmdit == "resident" else 0,
         "vae": z.vae if profile.vae == "resident" else 0,
     }
-    return {
+    phases = {
         "encode": encoders_running + idle["mmdit"] + idle["vae"] + z.encoder_activations,
         "sample": mmdit_running + idle["encoders"] + idle["vae"] + z.mmdit_activations,
         "decode": z.vae + idle["encoders"] + idle["mmdit"] + z.vae_decode,
     }
+    if z.flux:  # FLUX draws the first frame, then stays (and the VAE encodes that frame)
+        phases["image"] = z.vae + idle["encoders"] + idle["mmdit"] + z.flux_activations
+    return {name: need + z.flux for name, need in phases.items()}
 
 
 def _host_phases_gpu_run(z: _Bytes, profile: MemoryProfile) -> dict[str, int]:
@@ -168,22 +197,25 @@ def _host_phases_gpu_run(z: _Bytes, profile: MemoryProfile) -> dict[str, int]:
     mmdit_stays = profile.mmdit in ("swap", "group", "leaf")
     if mmdit_stays:
         on_host += z.mmdit
-    passing = 0 if mmdit_stays else z.mmdit  # read into RAM, then moved to the GPU or written to disk
+    passing = 0 if mmdit_stays else z.mmdit + z.flux  # read into RAM, then moved to the GPU or written to disk
     pinned = z.mmdit if profile.mmdit in ("group", "leaf") else 0  # stream prefetch pins a second copy
     return {"load": on_host + passing + pinned, "run": on_host + z.videos}
 
 
 def _host_phases_cpu_run(z: _Bytes, profile: MemoryProfile, workspace: float) -> dict[str, int]:
     """Everything lives in host RAM; only the disk profile keeps the MMDiT out of it (after loading)."""
-    others = z.t5 + z.clip + z.vae
+    others = z.t5 + z.clip + z.vae + z.flux
     mmdit = z.mmdit_outside + z.mmdit_block if profile.mmdit == "disk" else z.mmdit
     work = int(workspace)
-    return {
+    phases = {
         "load": others + z.mmdit,
         "encode": others + mmdit + z.encoder_activations + work,
         "sample": others + mmdit + z.mmdit_activations + work,
         "decode": others + mmdit + z.vae_decode + z.videos + work,
     }
+    if z.flux:
+        phases["image"] = others + mmdit + z.flux_activations + work
+    return phases
 
 
 def predict(request: PlanRequest, profile: MemoryProfile, sizes: ComponentSizes, consts: PlannerConstants) -> ProfilePrediction:

@@ -2,6 +2,8 @@
 
 T5 and CLIP come from their config.json when the checkpoint folder has one, from the official
 configs in presets/profiles/memory.toml otherwise; random presets build theirs as the loader does.
+The autoencoder is the preset's (HunyuanVideo VAE or Video DC-AE); a preset with a [flux] part
+also counts FLUX (transformer and autoencoder) for text -> image -> video.
 """
 
 import json
@@ -12,8 +14,9 @@ import torch
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
+from opensora.configs import DCAEConfig, MMDiTConfig
+from opensora.loading import build_autoencoder, flux_configs
 from opensora.memory.profiles import official_text_encoder_configs
-from opensora.models.hunyuan_vae import HunyuanVAE
 from opensora.models.mmdit import build_mmdit
 from opensora.offload import FP8_STORAGE
 from opensora.presets import Preset
@@ -46,6 +49,9 @@ class ComponentSizes:
     clip: EncoderSizes
     vae_params: int
     vae_decoder_width: int  # channels at full resolution: what decode activations scale with
+    flux: MMDiTSizes | None = None  # FLUX.1-dev's transformer, for presets with a [flux] part
+    flux_vae_params: int = 0
+    flux_vae_decoder_width: int = 0
 
 
 def _count(module: nn.Module) -> int:
@@ -53,8 +59,13 @@ def _count(module: nn.Module) -> int:
 
 
 def mmdit_sizes(preset: Preset) -> MMDiTSizes:
+    return transformer_sizes(preset.mmdit)
+
+
+def transformer_sizes(config: MMDiTConfig) -> MMDiTSizes:
+    """An MMDiT-shaped transformer (the video model's, or FLUX's) counted on the meta device."""
     with torch.device("meta"):
-        model = build_mmdit(preset.mmdit)
+        model = build_mmdit(config)
     blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
     params = _count(model)
     largest_leaf = max(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
@@ -63,7 +74,7 @@ def mmdit_sizes(preset: Preset) -> MMDiTSizes:
     return MMDiTSizes(
         params=params, largest_block=max(_count(b) for b in blocks), outside_blocks=params - sum(_count(b) for b in blocks),
         largest_leaf=largest_leaf, fp8_params=fp8(model), fp8_largest_block=max(fp8(b) for b in blocks),
-        hidden=preset.mmdit.hidden_size,
+        hidden=config.hidden_size,
     )
 
 
@@ -111,9 +122,18 @@ def component_sizes(preset: Preset, ckpt_root: Path | None = None) -> ComponentS
 
         ckpt_root = PRESET_DIR.parent
     with torch.device("meta"):
-        vae = HunyuanVAE(preset.vae)
+        vae = build_autoencoder(preset)
+    widths = preset.vae.width_list if isinstance(preset.vae, DCAEConfig) else preset.vae.block_out_channels
     t5, clip = text_encoder_sizes(preset, ckpt_root)
+    flux = {}
+    if preset.flux is not None:
+        from opensora.models.flux_image import FluxVAE
+
+        transformer_config, flux_vae_config = flux_configs(preset)
+        with torch.device("meta"):
+            flux_vae = FluxVAE(flux_vae_config)
+        flux = dict(flux=transformer_sizes(transformer_config), flux_vae_params=_count(flux_vae),
+                    flux_vae_decoder_width=flux_vae_config.block_out_channels[0])
     return ComponentSizes(
-        mmdit=mmdit_sizes(preset), t5=t5, clip=clip,
-        vae_params=_count(vae.model), vae_decoder_width=preset.vae.block_out_channels[0],
+        mmdit=mmdit_sizes(preset), t5=t5, clip=clip, vae_params=_count(vae), vae_decoder_width=widths[0], **flux,
     )
