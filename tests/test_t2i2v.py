@@ -154,7 +154,7 @@ def test_writer_keeps_image_sidecar_and_video_one_unit(tmp_path, monkeypatch):
 
     import opensora.io.outputs as outputs
 
-    def broken_encoder(*args):
+    def broken_encoder(*args, **kwargs):
         raise RuntimeError("encoder crashed")
 
     monkeypatch.setattr(outputs, "encode_video", broken_encoder)
