@@ -21,7 +21,8 @@ import gradio as gr
 from app.config import AppConfig
 from app.presets_info import check_selectable
 from app.progress import format_seconds
-from app.zerogpu import estimate_gpu_seconds, gpu_task, spaces_available
+from app.zerogpu import estimate_gpu_seconds, gpu_task, on_zero_gpu
+from opensora import runner
 from opensora.errors import UserError
 from opensora.generation_settings import GenerationRequest, GenerationSettings, resolve_settings
 from opensora.io.outputs import IMAGE_FIELD, copy_reference
@@ -56,12 +57,9 @@ class GenerateHandler:
     def __init__(self, config: AppConfig, cache: PipelineCache, queue: JobQueue, worker: QueueWorker):
         self.config, self.cache, self.queue, self.worker = config, cache, queue, worker
         # On ZeroGPU a GPU exists only inside a request: waiting events run the queue themselves.
-        self.inline = spaces_available()
+        self.inline = on_zero_gpu()
         self._session_jobs: dict[str, list[str]] = defaultdict(list)
         self._lock = threading.Lock()
-
-    def arm(self, request: gr.Request) -> str:
-        return ""  # clears the previous run's cancel note
 
     def cancel(self, request: gr.Request) -> str:
         with self._lock:
@@ -77,10 +75,17 @@ class GenerateHandler:
                 flagged += 1
         return "Cancelling: the run stops after the current step." if flagged else "Nothing to cancel."
 
+    def session_jobs(self, request: gr.Request | None) -> list[str]:
+        """Ids of the jobs this browser session added, oldest first (the live preview follows them)."""
+        with self._lock:
+            return list(self._session_jobs.get(_session(request), []))
+
     def submit(self, request: GenerationRequest, session_id: str) -> Job:
         """Resolve and queue a request (its references kept in the output folder); errors raise now."""
         preset = check_selectable(request.preset, self.config.ckpt_dir)
         settings = resolve_settings(request, preset)
+        if not self.inline:  # the memory planner, at once (on ZeroGPU the GPU exists only inside the job)
+            runner.check_job_fits(settings, preset, self.cache.options, self.config.ckpt_dir)
         output_dir = self.config.output_dir
         output_dir.mkdir(parents=True, exist_ok=True)
         settings = replace(settings, reference=[copy_reference(r, output_dir) for r in settings.reference])

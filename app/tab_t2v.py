@@ -8,6 +8,7 @@ import gradio as gr
 
 from app.config import AppConfig
 from app.generate_handler import GenerateHandler
+from app.live_preview import follow_previews, preview_image
 from app.presets_info import flux_available, preset
 from app.settings_form import SettingsForm, build_settings_form, fill_updates, request_from_form
 from opensora.errors import UserError
@@ -55,6 +56,8 @@ def result_column():
     with gr.Row():
         generate = gr.Button("Generate", variant="primary", elem_classes=["generate-button"])
         cancel = gr.Button("Cancel", variant="stop", elem_classes=["cancel-button"])
+        # The memory planner's prediction for the current settings (app/memory_controls.py).
+        prediction = gr.Markdown("", elem_classes=["memory-prediction"])
     # Cancel answers here, not in the status line: its instant reply and the job's final
     # "Cancelled" would race for the same component.
     cancel_note = gr.Markdown("", label="cancel", elem_classes=["cancel-note"])
@@ -64,10 +67,12 @@ def result_column():
         # Text -> image -> video: the FLUX first frame the video starts on (hidden otherwise).
         image = gr.Image(label="First frame (FLUX)", type="filepath", interactive=False, visible=False, height=180,
                          scale=1, elem_classes=["result-image"])
+        preview = preview_image()  # while sampling: the predicted video every few steps (hidden otherwise)
     samples = gr.Gallery(label="All samples", columns=4, height=180, visible=False, elem_classes=["result-samples"])
     status = gr.Markdown("", label="status", elem_classes=["generation-status"])
     seed_used = gr.Number(label="Seed used", interactive=False, precision=0, elem_classes=["seed-used"])
-    return ResultColumn(generate, cancel, cancel_note, video, samples, status, seed_used, image, gr.State(None))
+    return ResultColumn(generate, cancel, cancel_note, video, samples, status, seed_used, image, gr.State(None),
+                        preview, prediction=prediction)
 
 
 @dataclass
@@ -81,18 +86,19 @@ class ResultColumn:
     seed_used: gr.Number
     image: gr.Image
     image_path: gr.State  # the job's first-frame image (a State: API clients get the same four values)
+    preview: gr.Image | None = None  # the live preview (app/live_preview.py)
+    prediction: gr.Markdown | None = None  # predicted GPU memory / RAM beside Generate (app/memory_controls.py)
 
 
 def wire_generate(result: ResultColumn, handler: GenerateHandler, fn, inputs, api_name: str, cancel_api: bool):
     """Generate = clear the last run's lines (instant), then add a job to the persistent queue and
     wait for it (its position while it waits, then its steps). A second user's job, or a second
     click of one's own, waits behind the first in the queue (the Queue tab shows them all)."""
-    def arm(request: gr.Request):
-        return handler.arm(request), ""
-
-    arm = result.generate.click(arm, None, [result.cancel_note, result.status], queue=False,
-                                api_visibility="private", trigger_mode="multiple")
-    event = arm.then(
+    # Two listeners of the same click: the job's inputs are read at the click itself (a chained
+    # step would read them later, after the user may have typed the next prompt).
+    result.generate.click(lambda: ("", ""), None, [result.cancel_note, result.status], queue=False,
+                          api_visibility="private", trigger_mode="multiple", show_progress="hidden")
+    event = result.generate.click(
         fn, inputs, [result.video, result.samples, result.status, result.seed_used, result.image_path],
         # No limit: each event only queues its job and waits for it; the job queue's worker runs
         # one job at a time.
@@ -105,6 +111,13 @@ def wire_generate(result: ResultColumn, handler: GenerateHandler, fn, inputs, ap
     # in its own step so API clients get plain values from the generate endpoint.
     event.then(lambda items: gr.Gallery(visible=len(items or []) > 1), result.samples, result.samples,
                api_visibility="private", queue=False, show_progress="hidden")
+    if result.preview is not None:
+        # Its own private generator event follows the session's job, so the endpoint's values stay as they are.
+        def previews(request: gr.Request):
+            yield from follow_previews(handler, request)
+
+        result.generate.click(previews, None, result.preview, api_visibility="private", concurrency_limit=None,
+                              show_progress="hidden", trigger_mode="multiple")
     # Unqueued: it must get through while the queue is busy with this very job.
     result.cancel.click(handler.cancel, None, result.cancel_note, queue=False,
                         api_name="cancel" if cancel_api else None,

@@ -5,15 +5,13 @@ On a ZeroGPU Space the decorator attaches a GPU for the call, for at most `durat
 package is absent (or the decorator is a no-op) and the function runs as is.
 """
 
+import os
 from typing import Callable
 
 
-def spaces_available() -> bool:
-    try:
-        import spaces  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def on_zero_gpu() -> bool:
+    """Running on a ZeroGPU Space (the `spaces` package may be installed anywhere; it sets this)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 
 
 def gpu_task(duration: Callable[..., int]):
