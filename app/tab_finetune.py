@@ -65,7 +65,8 @@ def dataset_roots(config: AppConfig) -> list[Path]:
 
 def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, default_preset: str,
                        lora_pickers: list) -> None:
-    """`lora_pickers`: the video tabs' LoRA dropdowns, refreshed when a LoRA appears."""
+    """`lora_pickers`: (LoRA dropdown, preset dropdown) of each video tab; a new LoRA appears in
+    the pickers whose preset it was made for."""
     presets = availability(config.ckpt_dir).trainable
     if default_preset not in presets and presets:  # e.g. an Open-Sora 1.2 preset: generation only
         default_preset = presets[0]
@@ -113,15 +114,17 @@ def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, d
     known = gr.State([value for _, value in lora_choices(config.runs_dir)])
     private = dict(api_visibility="private", queue=False)
 
-    def show(run_name: str, known_loras: list):
+    def show(run_name: str, known_loras: list, *picker_presets: str):
         view = runs.view(run_name) if run_name else RunView(name="", state="not started")
-        choices = lora_choices(config.runs_dir)
-        values = [value for _, value in choices]
-        picker = gr.update(choices=choices) if values != known_loras else gr.update()
+        values = [value for _, value in lora_choices(config.runs_dir)]
+        changed = values != known_loras
+        pickers = [gr.update(choices=lora_choices(config.runs_dir, preset=p)) if changed else gr.update()
+                   for p in picker_presets]
         return (status_html(view), loss_plot_html(view), log_html(view), gr.Timer(active=view.active), values,
-                *[picker for _ in lora_pickers])
+                *pickers)
 
-    watch_outputs = [status, plot, log, timer, known, *lora_pickers]
+    watch_outputs = [status, plot, log, timer, known, *[picker for picker, _ in lora_pickers]]
+    watch_inputs = [name, known, *[preset_of for _, preset_of in lora_pickers]]
 
     def defaults(name: str | None):
         # Picking other training settings shows their values (the user may still change them).
@@ -157,7 +160,7 @@ def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, d
         except UserError as err:
             error = str(err)
         if error is not None:
-            raise gr.Error(error)
+            raise gr.Error(error, print_exception=False)
         return f"started {spec.name}"
 
     def stop_run(run_name: str):
@@ -172,7 +175,7 @@ def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, d
         except UserError as err:
             error = str(err)
         if error is not None:
-            raise gr.Error(error)
+            raise gr.Error(error, print_exception=False)
         return f"resumed {run_name}"
 
     run_names = gr.State([])
@@ -186,22 +189,23 @@ def build_finetune_tab(demo: gr.Blocks, config: AppConfig, runs: TrainingRuns, d
                                     (stop, stop_run, [name], "finetune-stop"),
                                     (resume, resume_run, [name], "finetune-resume")):
         button.click(fn, inputs, note, api_name=api).success(
-            show, [name, known], watch_outputs, api_visibility="private", show_progress="hidden").then(
+            show, watch_inputs, watch_outputs, api_visibility="private", show_progress="hidden").then(
             refresh_runs, run_names, [existing, run_names], api_visibility="private")
     # Opening and closing the list without a pick sends None: the typed name stays.
     existing.input(lambda run: run or gr.update(), existing, name, **private).then(
-        show, [name, known], watch_outputs, api_visibility="private", show_progress="hidden")
-    timer.tick(show, [name, known], watch_outputs, api_visibility="private", show_progress="hidden")
+        show, watch_inputs, watch_outputs, api_visibility="private", show_progress="hidden")
+    timer.tick(show, watch_inputs, watch_outputs, api_visibility="private", show_progress="hidden")
 
-    def on_load(run_name: str, known_loras: list):
+    def on_load(run_name: str, known_loras: list, *picker_presets: str):
         # A reloaded page lists the runs on disk and keeps showing the run that trains now (also one
         # started before an app restart). Otherwise the name is left alone: this runs after the page
         # is up, and a name typed meanwhile must survive it.
         running = runs.running_name()
         names = runs.run_names()
-        return running or gr.update(), *show(running or run_name, known_loras), gr.update(choices=names), names
+        return (running or gr.update(), *show(running or run_name, known_loras, *picker_presets),
+                gr.update(choices=names), names)
 
-    demo.load(on_load, [name, known], [name, *watch_outputs, existing, run_names], api_visibility="private",
+    demo.load(on_load, watch_inputs, [name, *watch_outputs, existing, run_names], api_visibility="private",
               show_progress="hidden")
 
 

@@ -10,9 +10,13 @@ import gradio as gr
 
 from app.config import AppConfig
 from app.generate_handler import GenerateHandler
+from app.memory_controls import build_memory_controls, wire_prediction
+from app.live_preview import preview_dir
 from app.presets_info import availability, banner_markdown, check_selectable, preset, startup_preset
 from app.tab_finetune import build_finetune_tab
-from app.tab_history import build_history_tab, history_items, refresh_event_args
+from app.extend_handler import ExtendHandler
+from app.settings_drop import build_settings_drop, dropped_settings
+from app.tab_history import build_history_tab, refresh_event_args, send_to_i2v
 from app.tab_i2v import build_i2v_tab
 from app.tab_queue import build_queue_tab
 from app.tab_refine import build_refine_tab
@@ -59,7 +63,9 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
     config.output_dir.mkdir(parents=True, exist_ok=True)
     cache = PipelineCache(config.ckpt_dir)
     queue = JobQueue(config.output_dir)
-    services = Services(default, cache, TrainingRuns(config.runs_dir), queue, QueueWorker(queue, cache))
+    # The worker's jobs write live preview GIFs to a temp folder (shown by app/live_preview.py).
+    worker = QueueWorker(queue, cache, preview_dir=preview_dir())
+    services = Services(default, cache, TrainingRuns(config.runs_dir), queue, worker)
     handler = GenerateHandler(config, services.cache, services.queue, services.worker)
     services.worker.start()  # jobs queued before a restart go on at once
     demo_available = "demo" in availability(config.ckpt_dir).selectable
@@ -67,20 +73,26 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
     with gr.Blocks(title="Open-Sora Studio", delete_cache=TEMP_CACHE_CLEANUP_S) as demo:
         gr.Markdown("# Open-Sora Studio")
         gr.Markdown(banner_markdown(default, config.ckpt_dir), elem_classes=["model-banner"])
+        memory = build_memory_controls(services.cache)  # for every job of the app
         with gr.Tabs() as tabs:
             with gr.Tab("Text → Video", id="t2v", elem_id="tab-t2v") as t2v_tab:
                 t2v = build_t2v_tab(config, handler, default)
+                t2v_drop = build_settings_drop()
             with gr.Tab("Image → Video", id="i2v", elem_id="tab-i2v") as i2v_tab:
                 i2v, refs = build_i2v_tab(config, handler, default)
+                i2v_drop = build_settings_drop()
             with gr.Tab("Prompt refinement", id="refine", elem_id="tab-refine"):
                 refine = build_refine_tab(demo_available, preset(default).prompt.vocabulary == "shapes-world")
             with gr.Tab("Fine-tune", id="finetune", elem_id="tab-finetune"):
-                build_finetune_tab(demo, config, services.runs, default, [t2v.form.lora, i2v.form.lora])
+                build_finetune_tab(demo, config, services.runs, default,
+                                   [(t2v.form.lora, t2v.form.preset), (i2v.form.lora, i2v.form.preset)])
             with gr.Tab("Queue", id="queue", elem_id="tab-queue"):
                 build_queue_tab(config, handler, default)
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
-                history = build_history_tab(config)
+                history = build_history_tab(config, ExtendHandler(config, services.cache))
 
+        for tab in (t2v, i2v):  # the memory planner's line beside each Generate button
+            wire_prediction(demo, tab.form, tab.result.prediction, memory, services.cache, config.ckpt_dir)
         # After each generation, and when the tab opens, the gallery re-reads the output folder.
         for tab in (t2v, i2v):
             tab.generated.success(**refresh_event_args(config, history))
@@ -105,13 +117,20 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
                     *reference_updates(request))
 
         history.reuse.click(reuse, history.selected, [tabs, *t2v_fill, *i2v_fill, *ref_fill], **private)
+        # A dropped mp4 (its settings are in its metadata) or sidecar fills the form as Reuse does. Queued:
+        # its error / warning toasts reach the page only through the queue.
+        for drop in (t2v_drop, i2v_drop):
+            drop.upload(lambda path: reuse(dropped_settings(path)), drop, [tabs, *t2v_fill, *i2v_fill, *ref_fill],
+                        api_visibility="private")
+        history.send_i2v.click(lambda index: (gr.Tabs(selected="i2v"), "i2v_head", *send_to_i2v(config, index)),
+                               history.selected_index, [tabs, refs.cond_type, refs.image, i2v.prompt],
+                               api_visibility="private")
         # Opening a video tab picks up LoRAs finished meanwhile (also from the command line).
         for tab_block, form in ((t2v_tab, t2v.form), (i2v_tab, i2v.form)):
             tab_block.select(lambda value, name: gr.update(choices=lora_choices(config.runs_dir, keep=value or "",
                                                                                 preset=name)),
                              [form.lora, form.preset], form.lora, **private)
-        demo.load(lambda: history_items(config.output_dir, config.history_limit), None,
-                  [history.gallery, history.shown], api_visibility="private", show_progress="hidden")
+        demo.load(**refresh_event_args(config, history))
     return demo, services
 
 
