@@ -384,9 +384,10 @@ def resolve_settings(request: GenerationRequest, preset: Preset) -> GenerationSe
 
 
 def video_record(settings: GenerationSettings, prepared, sample_index: int, dtype, loras: list[dict],
-                 seconds: float) -> dict:
+                 seconds: float, runtime: dict | None = None) -> dict:
     """The sidecar of one video: its one-sample settings, then what the run did with them (the
-    encoder text, the prompt handling, the LoRAs really merged, dtype and time)."""
+    encoder text, the prompt handling, the LoRAs really merged, dtype and time; `runtime`: how the
+    pipeline ran, e.g. memory profile, T5 quantisation, fp8 weights, attention kernel)."""
     from opensora.devices import dtype_name
 
     handling = prepared.to_sidecar()
@@ -396,4 +397,6 @@ def video_record(settings: GenerationSettings, prepared, sample_index: int, dtyp
     record["loras"] = [dict(lora) for lora in loras]
     record.update(model_prompt=model_text, prompt_handling=handling, sample_index=sample_index,
                   dtype=dtype_name(dtype), seconds=round(seconds, 3))
+    if runtime is not None:
+        record["runtime"] = dict(runtime)
     return record

@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError
 
 from opensora.errors import UserError
-from opensora.checkpoints import checkpoint_root, load_checked, require_files
+from opensora.checkpoints import check_keys, checkpoint_root, load_checked, read_shapes, require_files
 from opensora.configs import DCAEConfig
 from opensora.models.dc_ae import VideoDCAE, dc_ae_key_shapes, load_dc_ae
 from opensora.models.hunyuan_vae import HunyuanVAE
@@ -35,7 +35,7 @@ def vae_key_shapes(preset: Preset) -> dict[str, tuple[int, ...]]:
 
 
 def load_mmdit_weights(path: Path, preset: Preset, dtype: torch.dtype, device: str):
-    official = load_checked(path, official_key_shapes(preset.mmdit), "MMDiT (Open-Sora v2 layout)")
+    official = load_checked(path, official_key_shapes(preset.mmdit), MMDIT_FILE)
     with torch.device("meta"):
         model = build_mmdit(preset.mmdit)
     state = {k: v.to(dtype) for k, v in official_to_diffusers(official, preset.mmdit).items()}
@@ -46,21 +46,49 @@ def load_mmdit_weights(path: Path, preset: Preset, dtype: torch.dtype, device: s
 def load_vae_weights(path: Path, preset: Preset, dtype: torch.dtype, device: str) -> HunyuanVAE | VideoDCAE:
     if isinstance(preset.vae, DCAEConfig):
         return load_dc_ae(path, preset.vae, dtype, device)
-    state = load_checked(path, vae_key_shapes(preset), "HunyuanVideo VAE")
+    state = load_checked(path, vae_key_shapes(preset), VAE_FILE)
     with torch.device("meta"):
         vae = HunyuanVAE(preset.vae)
     vae.model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
     return vae.to(device).eval()
 
 
+MMDIT_FILE, VAE_FILE = "MMDiT (Open-Sora v2 layout)", "HunyuanVideo VAE"  # what a key mismatch names
+
+
+def check_files(preset: Preset, ckpt_dir=None) -> None:
+    """What loading would refuse, found from the files alone (headers, nothing read): missing or
+    broken files, MMDiT and VAE keys and shapes. Jobs check it before the memory planner."""
+    if preset.weights == "random":
+        return
+    require_files(preset, ckpt_dir)
+    root = checkpoint_root(preset, ckpt_dir)
+    mmdit = root / preset.files.mmdit
+    check_keys(read_shapes(mmdit), official_key_shapes(preset.mmdit), mmdit, MMDIT_FILE)
+    if not isinstance(preset.vae, DCAEConfig):
+        vae = root / preset.files.vae
+        check_keys(read_shapes(vae), vae_key_shapes(preset), vae, VAE_FILE)
+
+
+def check_quant_applies(preset: Preset, text_encoder_quant: str | None) -> None:
+    """T5 is quantised as it is read from its folder: a random-weight preset has none."""
+    if text_encoder_quant is not None and preset.weights == "random":
+        raise UserError(f"--text-encoder-quant {text_encoder_quant} quantises T5 as it is read from its folder; "
+                        f"preset {preset.name} draws random encoders (use a preset with checkpoint files)")
+
+
 def load_components(
-    preset: Preset, ckpt_dir=None, device: str = "cpu", dtype: torch.dtype = torch.float32, random_mmdit: bool = False
+    preset: Preset, ckpt_dir=None, device: str = "cpu", dtype: torch.dtype = torch.float32, random_mmdit: bool = False,
+    text_encoder_quant: str | None = None,
 ):
     """(transformer, vae, text_conditioner) ready for inference.
 
     random_mmdit: draw the MMDiT from the preset's seed instead of reading its file (training a
     model from scratch on top of trained VAE and text encoders, as the demo model is made).
+    text_encoder_quant: None, "int8" or "nf4": T5 read from its folder through bitsandbytes (a
+    random-weight preset has no folder to read: refused).
     """
+    check_quant_applies(preset, text_encoder_quant)
     if preset.weights == "random":
         with torch.random.fork_rng():
             torch.manual_seed(preset.seed)
@@ -82,7 +110,8 @@ def load_components(
         transformer = load_mmdit_weights(root / preset.files.mmdit, preset, dtype, device)
     vae = load_vae_weights(root / preset.files.vae, preset, dtype, device)
     try:
-        text = TextConditioner.from_pretrained(root / preset.files.t5, root / preset.files.clip, preset.text, dtype, device)
+        text = TextConditioner.from_pretrained(root / preset.files.t5, root / preset.files.clip, preset.text, dtype, device,
+                                               quant=text_encoder_quant)
     except (OSError, ValueError, SafetensorError) as err:  # incomplete or corrupt folders
         raise UserError(
             f"could not load the text encoders from {root / preset.files.t5} and {root / preset.files.clip}: {err}"

@@ -3,20 +3,34 @@
     pipe = OpenSoraPipeline.from_preset("tiny-random")
     result = pipe("a cat", num_frames=9, aspect_ratio="16:9", seed=42)
     result.videos[0]  # (3, T, H, W) float in [-1, 1]
+
+How it runs on this machine is `runtime` (opensora.pipeline_cache.RuntimeOptions): the memory
+profile, T5 quantisation, fp8 weights, the attention kernel. The pipeline cache loads the
+components on the CPU, merges the job's LoRAs, and the first generation places them (`place`):
+
+    encode (T5, CLIP) -> [FLUX first frame] -> VAE encodes references -> sample (MMDiT) -> VAE decode
+
+each phase inside the memory profile's context (`opensora.offload`), which brings a swapped
+component onto the device for its phase only. Under torchrun (several ranks) the MMDiT's image
+tokens are split over the ranks: rank 0 prepares each sample's inputs and sends them
+(`opensora.parallel.jobs`), every rank samples, rank 0 decodes.
 """
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from opensora.devices import parse_dtype
+from opensora.devices import dtype_name, parse_dtype
 from opensora.errors import UserError
 from opensora.generation_settings import GenerationSettings, video_record
 from opensora.io.reference import load_reference, load_reference_frame
 from opensora.loading import load_components, load_flux
 from opensora.models.mmdit import mmdit_forward
+from opensora.offload import phase_context, release_memory
+from opensora.parallel.sequence import sharded_mmdit_forward
+from opensora.pipeline_cache import RuntimeOptions
 from opensora.presets import Preset, load_preset
 from opensora.refine import PreparedPrompt
 from opensora.sampling.conditioning import prepare_condition, reference_spec, replace_reference_frames
@@ -46,13 +60,75 @@ class OpenSoraPipeline:
         self.flux, self.ckpt_dir = flux, ckpt_dir
         self.loras: list[dict] = []  # {"path", "scale"} of each merged LoRA, in load order
         self._unmerged_weights: dict[str, torch.Tensor] = {}  # weights as they were before any LoRA
+        self.runtime = RuntimeOptions(device=str(self.device), dtype=dtype_name(dtype), offload="none")
+        self.offload = None  # the applied memory profile (opensora.offload.Offload), once placed
+        self.sequence_parallel = 1  # torchrun ranks sharing the MMDiT's image tokens
+        self.runtime_record: dict = {}  # how it ran, for each video's sidecar (`runtime`)
 
     @classmethod
-    def from_preset(cls, preset: str | Preset, ckpt_dir=None, device="cpu", dtype: str | torch.dtype = "fp32"):
+    def from_preset(cls, preset: str | Preset, ckpt_dir=None, device="cpu", dtype: str | torch.dtype = "fp32",
+                    runtime: RuntimeOptions | None = None):
+        """runtime: how it will run (opensora.pipeline_cache.RuntimeOptions, its offload a profile name);
+        given, the components load on the CPU and are placed on `device` by the first generation, after
+        any LoRA merge. None: they load on `device`, everything resident (profile none)."""
         preset = preset if isinstance(preset, Preset) else load_preset(preset)
         dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
-        transformer, vae, text = load_components(preset, ckpt_dir, device, dtype)
-        return cls(preset, transformer, vae, text, device, dtype, ckpt_dir=ckpt_dir)
+        quant = runtime.text_encoder_quant if runtime is not None else None
+        transformer, vae, text = load_components(preset, ckpt_dir, "cpu" if runtime else device, dtype,
+                                                 text_encoder_quant=quant)
+        pipe = cls(preset, transformer, vae, text, device, dtype, ckpt_dir=ckpt_dir)
+        if runtime is not None:
+            pipe.runtime = replace(runtime, device=str(pipe.device), dtype=dtype_name(dtype))
+        return pipe
+
+    def place(self) -> None:
+        """Put the components where `runtime` says, once, after loading and LoRA merging (the first
+        generation calls it): the attention split over torchrun ranks when there are several, the
+        attention kernel, then the memory profile (placement, offload hooks, fp8 storage, VAE tiling)."""
+        if self.offload is not None:
+            return
+        from opensora.offload import apply_offload
+        from opensora.parallel.attention_backend import apply_attention_backend, resolve_attention_backend
+        from opensora.parallel.process_group import world_size
+
+        runtime = self.runtime
+        profile = "none" if runtime.offload == "auto" else runtime.offload  # the cache resolves auto per job
+        if world_size() > 1:
+            from opensora.parallel.ulysses import enable_sequence_parallel
+
+            enable_sequence_parallel(self.transformer)
+            self.sequence_parallel = world_size()
+        attention = resolve_attention_backend(runtime.attention, self.device, self.dtype)
+        if attention != "sdpa":  # sdpa is diffusers' default: setting it only logs an "experimental" warning
+            apply_attention_backend(self.transformer, attention, self.device, self.dtype)
+        self.offload = apply_offload(self, profile, self.device, offload_dir=runtime.offload_dir,
+                                     fp8_mmdit=runtime.fp8_mmdit)
+        self.runtime_record = {
+            "device": str(self.device), "offload": profile, "text_encoder_quant": runtime.text_encoder_quant,
+            "fp8_mmdit": runtime.fp8_mmdit, "attention": attention,
+            "vae_temporal_tiling": bool(getattr(self.vae, "temporal_tiling", False)),
+            "sequence_parallel": self.sequence_parallel,
+        }
+
+    @property
+    def weights_editable(self) -> bool:
+        """Whether LoRAs can be merged or taken out now: before placement, or under a profile that keeps
+        the MMDiT's weights whole and in the dtype (not offload hooks, not fp8)."""
+        if self.offload is None:
+            return True
+        return self.offload.profile.mmdit in ("resident", "swap") and not self.runtime.fp8_mmdit
+
+    def _check_weights_editable(self) -> None:
+        if not self.weights_editable:
+            raise UserError(f"LoRAs are merged before memory profile {self.runtime_record['offload']}"
+                            f"{' with fp8 weights' if self.runtime.fp8_mmdit else ''} is applied: load the pipeline "
+                            "again to change them (the pipeline cache does)")
+
+    def close(self) -> None:
+        """Release what the memory profile made outside the process (the disk profile's block files)."""
+        if self.offload is not None:
+            self.offload.close()
+
 
     def load_flux(self, on_message=None):
         """(transformer, autoencoder) of FLUX, loaded on first use (12B parameters that a plain t2v or
@@ -72,6 +148,7 @@ class OpenSoraPipeline:
         from opensora.lora import check_lora_fits, check_scale, lora_delta, read_lora_file
 
         check_scale(scale)
+        self._check_weights_editable()
         lora = read_lora_file(path)
         check_lora_fits(lora, self.transformer, self.preset.name)
         layers = dict(self.transformer.named_modules())
@@ -86,6 +163,8 @@ class OpenSoraPipeline:
 
     def unload_loras(self) -> None:
         """Put back the weights from before the first `load_lora`."""
+        if self._unmerged_weights:
+            self._check_weights_editable()
         layers = dict(self.transformer.named_modules())
         with torch.no_grad():
             for module, original in self._unmerged_weights.items():
@@ -94,6 +173,8 @@ class OpenSoraPipeline:
         self.loras.clear()
 
     def _model_fn(self, img, cond, txt, y_vec, timesteps, img_ids):
+        if self.sequence_parallel > 1:
+            return sharded_mmdit_forward(self.transformer, img, cond, txt, y_vec, timesteps, img_ids)
         return mmdit_forward(self.transformer, img, cond, txt, y_vec, timesteps, img_ids)
 
     def _encode_references(self, cond_type: str, reference, height: int, width: int, generator) -> list:
@@ -226,13 +307,16 @@ class OpenSoraPipeline:
         shape = (1, self.preset.mmdit.latent_channels, latent_t,
                  settings.height // vae.spatial_compression, settings.width // vae.spatial_compression)
 
+        self.place()
         negative = settings.negative_prompt
-        txt, y_vec = self.text_encoder.encode([prepared.model_text, negative, negative])
-        txt, y_vec = txt.to(self.dtype), y_vec.to(self.dtype)
+        with phase_context(self.offload, "encode"):
+            txt, y_vec = self.text_encoder.encode([prepared.model_text, negative, negative])
+            if settings.use_t2i2v:
+                # The image prompt: no FPS / motion suffixes, through the same T5 / CLIP.
+                image_txt, image_vec = self.text_encoder.encode([prepared.text])
+        txt, y_vec = txt.to(self.device, self.dtype), y_vec.to(self.device, self.dtype)
         if settings.use_t2i2v:
             flux = self.load_flux(on_message)
-            # The image prompt: no FPS / motion suffixes, through the same T5 / CLIP.
-            image_txt, image_vec = self.text_encoder.encode([prepared.text])
 
         result = GenerationResult(videos=[], settings=[])
         for k in range(settings.num_samples):
@@ -243,22 +327,53 @@ class OpenSoraPipeline:
             if one.use_t2i2v:
                 image = draw_first_frame(flux, image_txt, image_vec, self.preset, one, on_message, cancel_event)
                 cond_type = "i2v_head"  # the official t2i2v: the video starts on the drawn image
-                references = [self._encode_pixels([first_frame_reference(image, one.height, one.width)], ref_generator)]
+                with phase_context(self.offload, "decode"):  # the VAE's phase: it encodes the references too
+                    references = [self._encode_pixels([first_frame_reference(image, one.height, one.width)],
+                                                      ref_generator)]
             else:
-                references = [self._encode_references(cond_type, one.reference, one.height, one.width, ref_generator)]
+                with phase_context(self.offload if reference_spec(cond_type) else None, "decode"):
+                    references = [self._encode_references(cond_type, one.reference, one.height, one.width,
+                                                          ref_generator)]
             noise_seed = one.seed if one.noise_seed is None else one.noise_seed
             generator = torch.Generator(device="cpu").manual_seed(noise_seed)
             noise = torch.randn(shape, generator=generator, dtype=self.dtype).to(self.device)
-            latent = self.sample(noise, txt, y_vec, cond_type, references, options, one.num_steps, callback,
-                                 cancel_event)
-            video = self.vae.decode(latent.to(self.dtype))[0, :, : one.num_frames].float().clamp(-1, 1).cpu()
+            latent = self._sample_on_all_ranks(noise, txt, y_vec, cond_type, references, options, one.num_steps,
+                                               callback, cancel_event)
+            with phase_context(self.offload, "decode"):
+                video = self.vae.decode(latent.to(self.dtype))[0, :, : one.num_frames].float().clamp(-1, 1).cpu()
             result.videos.append(video)
             result.latents.append(latent[0].float().cpu())
             if settings.use_t2i2v:
                 result.images.append(image)
             result.settings.append(video_record(one, prepared, sample_index=k, dtype=self.dtype,
-                                                loras=self.loras, seconds=time.time() - started))
+                                                loras=self.loras, seconds=time.time() - started,
+                                                runtime=self.runtime_record))
+        release_memory(self.device)  # no growth over repeated generations
         return result
+
+    def _sample_on_all_ranks(self, noise, txt, y_vec, cond_type, references, options, num_steps, callback,
+                             cancel_event) -> torch.Tensor:
+        """`sample` in the memory profile's sample phase; with sequence parallel rank 0 (the only rank
+        that calls `generate`) first sends the inputs to the other ranks (`follow_sample`)."""
+        if self.sequence_parallel > 1:
+            from opensora.parallel.jobs import SharedCancel, send_sample
+
+            send_sample({"cond_type": cond_type, "num_steps": num_steps, "guidance": asdict(options)},
+                        [noise, txt, y_vec, *references[0]], self.device)
+            cancel_event = SharedCancel(cancel_event)
+        with phase_context(self.offload, "sample"):
+            return self.sample(noise, txt, y_vec, cond_type, references, options, num_steps, callback, cancel_event)
+
+    def follow_sample(self, meta: dict, tensors: list[torch.Tensor]) -> None:
+        """Ranks other than 0: the denoise loop of rank 0's sample (`send_sample` made `meta` and
+        `tensors`); its share of the all-to-all attention is all it contributes."""
+        from opensora.parallel.jobs import SharedCancel
+
+        self.place()
+        noise, txt, y_vec, *references = tensors
+        with phase_context(self.offload, "sample"):
+            self.sample(noise, txt, y_vec, meta["cond_type"], [references], GuidanceOptions(**meta["guidance"]),
+                        meta["num_steps"], None, SharedCancel(None))
 
     def sample(
         self,

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from opensora.errors import UserError
 from opensora.generation_settings import GenerationSettings
-from opensora.presets import Preset
+from opensora.presets import FAMILY_V2, Preset
 
 
 class Progress(Protocol):
@@ -88,12 +88,13 @@ def run_job(
     is added to every sidecar (the queue's job id)."""
     from opensora.generation_settings_v1_2 import prompt_motion_score
     from opensora.io.outputs import OutputWriter, copy_reference, image_path_of
+    from opensora.parallel.jobs import announce_job, end_job
     from opensora.refine import RefineSettings, prepare_prompt
     from opensora.sampling.denoise import GenerationCancelled
 
     started = time.time()
     progress = progress or SilentProgress()
-    check_job_fits(settings, pipelines.device)
+    profiles = check_job_fits(settings, preset, pipelines.options, pipelines.ckpt_dir)
     writer = OutputWriter(output_dir)
     writer.check_writable()
     notices = settings_notices(settings, preset)
@@ -110,13 +111,17 @@ def run_job(
     with pipelines.lock:
         if cancel_event is not None and cancel_event.is_set():  # cancelled while waiting for the model
             raise GenerationCancelled("cancelled before it started")
-        pipe = pipelines.get(preset, on_load=progress.message)
-        pipelines.apply_loras(pipe, settings.loras)
-        progress.message("encoding the prompt")
-        progress.begin(settings.num_samples)
-        result = pipe.generate(settings, prepared, callback=progress, cancel_event=cancel_event,
-                               on_message=progress.message)
-        del pipe  # the cache owns the pipeline; no stray reference may outlive a preset switch
+        announce_job(preset, pipelines.options, profiles, settings.loras)  # other torchrun ranks follow
+        try:
+            pipe = pipelines.get(preset, on_load=progress.message, profiles=profiles, loras=settings.loras)
+            pipelines.apply_loras(pipe, settings.loras)
+            progress.message("encoding the prompt")
+            progress.begin(settings.num_samples)
+            result = pipe.generate(settings, prepared, callback=progress, cancel_event=cancel_event,
+                                   on_message=progress.message)
+            del pipe  # the cache owns the pipeline; no stray reference may outlive a preset switch
+        finally:
+            end_job()
     progress.message("writing the video")
     images = result.images or [None] * len(result.videos)  # text -> image -> video first frames
     for sidecar in result.settings:
@@ -127,15 +132,65 @@ def run_job(
     return JobResult(paths, result.settings, notices, round(time.time() - started, 2), written)
 
 
-def check_job_fits(settings: GenerationSettings, device: str) -> None:
-    """A plain size limit on the CPU, so a huge request fails in a second instead of filling the
-    RAM after minutes (on a GPU the memory planner decides)."""
+def check_job_fits(settings: GenerationSettings, preset: Preset, options, ckpt_dir=None) -> list[str] | None:
+    """The memory profiles that can run the job on this machine, fastest first: the requested one, or
+    for `auto` every one the memory planner says fits the GPU and RAM here (`options`: the pipeline
+    cache's RuntimeOptions). Checked before anything loads (see `job_fit`); None for a preset the
+    planner does not cover yet (it runs profile none)."""
+    image = None
+    if settings.use_t2i2v:
+        from opensora.t2i2v import image_size
+
+        image = image_size(preset, settings)
+    fit = job_fit(preset, options, settings.num_frames, settings.height, settings.width, settings.num_samples,
+                  ckpt_dir, t2i2v_image=image)
+    return None if fit is None else fit.profiles
+
+
+def job_fit(preset: Preset, options, num_frames: int, height: int, width: int, num_samples: int = 1,
+            ckpt_dir=None, t2i2v_image: tuple[int, int] | None = None):
+    """The memory planner's `Fit` of a job of this size (opensora.memory.fit; `t2i2v_image`: the FLUX
+    first frame's (height, width)), after checking what `options` cannot do here (an unknown profile,
+    a kernel not installed, ...). A UserError names what would fit when nothing does. Presets the
+    planner does not cover yet (Open-Sora 1.2) get None, and a plain size limit on the CPU."""
+    from opensora.checkpoints import checkpoint_root
+    from opensora.memory.fit import fit_job, machine_limits, plan_request, planner_covers
+    from opensora.memory.profiles import memory_profile
+    from opensora.models.text_encoders import check_text_encoder_quant
+    from opensora.parallel.process_group import world_size
+    from opensora.pipeline_cache import check_runtime_supported
+
+    if options.offload != "auto":
+        memory_profile(options.offload)  # an unknown name lists the allowed ones
+    check_text_encoder_quant(options.text_encoder_quant)
+    check_runtime_supported(preset, options, world_size())
+    if preset.family == FAMILY_V2:
+        from opensora.devices import parse_dtype
+        from opensora.loading import check_files
+        from opensora.parallel.attention_backend import resolve_attention_backend
+
+        check_files(preset, ckpt_dir)  # a missing or wrong file is the first thing to say
+        resolve_attention_backend(options.attention, options.device, parse_dtype(options.dtype))
+    if not planner_covers(preset):
+        _check_cpu_size(num_frames, height, width, options.device)
+        return None
+    request = plan_request(
+        preset, num_frames, height, width, num_samples, device=options.device, dtype=options.dtype,
+        text_encoder_quant=options.text_encoder_quant, fp8_mmdit=options.fp8_mmdit,
+        ckpt_root=checkpoint_root(preset, ckpt_dir), ranks=world_size(), t2i2v_image=t2i2v_image,
+    )
+    return fit_job(request, options.offload, *machine_limits(options.device))
+
+
+def _check_cpu_size(num_frames: int, height: int, width: int, device: str) -> None:
+    """Where the planner does not reach: a plain size limit on the CPU, so a huge request fails in a
+    second instead of filling the RAM after minutes."""
     if not device.startswith("cpu"):
         return
-    pixels = settings.num_frames * settings.height * settings.width  # samples run one after another
+    pixels = num_frames * height * width  # samples run one after another
     if pixels > CPU_MAX_PIXELS:
         raise UserError(
-            f"{settings.num_frames} frames of {settings.width}x{settings.height} "
+            f"{num_frames} frames of {width}x{height} "
             f"({pixels / 1e6:.0f} M pixels) is too large for a CPU run; the limit is {CPU_MAX_PIXELS / 1e6:.0f} M "
             "pixels (fewer frames, a smaller size, or a GPU)"
         )

@@ -1,12 +1,17 @@
 """`python -m opensora generate`: prompts (or a CSV of them) -> OUTPUT_DIR/NNNN.mp4 + NNNN.json + results.csv.
 
 Flags follow the official inference script; both `--num-frames` and `--num_frames` spellings work.
-Every job is resolved and checked before the model loads; then each goes through `opensora.runner`.
+Every job is resolved and checked before the model loads (the memory planner included); then each
+goes through `opensora.runner`.
+
+With more than one GPU it runs itself again under torchrun, one process per GPU (`--no-parallel`:
+not): rank 0 reads the jobs and writes the videos, the other ranks follow (opensora.parallel.jobs).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,7 +78,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
                         help="merge a LoRA from `python -m training finetune` (lora.safetensors) into the "
                         "model, scaled by SCALE (default 1.0, allowed -10 to 10); repeat to stack several")
+    add_memory_arguments(parser)
     add_refine_arguments(parser)
+
+
+def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the model runs on this machine: the pipeline cache's RuntimeOptions."""
+    from opensora.memory.profiles import load_memory_profiles  # torch-free: a TOML file
+
+    profiles = list(load_memory_profiles())
+    flag(parser, "offload", default="auto", choices=["auto", *profiles], help="memory profile "
+         "(presets/profiles/memory.toml): auto (default) = the fastest one the memory planner says fits this "
+         "GPU and RAM (python -m opensora plan shows them); none = everything on the GPU")
+    flag(parser, "offload-dir", default=None, help="folder for the disk profile's block files (default: a "
+         "temporary folder, removed at the end)")
+    flag(parser, "text-encoder-quant", default=None, help="T5 in int8 or nf4 (bitsandbytes; default: the dtype)")
+    flag(parser, "fp8-mmdit", action="store_true", help="store the MMDiT's weights in fp8, computed in the dtype")
+    flag(parser, "attention", default="auto", help="attention kernel: auto (default, the fastest installed), sdpa, "
+         "flash, flash3, sage, xformers")
+    flag(parser, "no-parallel", action="store_true", help="one process even with several GPUs (default: run "
+         "again under torchrun, one process per GPU, the video's tokens split over them)")
 
 
 def requests_from_args(args: argparse.Namespace) -> list[tuple[str, object]]:
@@ -127,44 +151,100 @@ class BarProgress:
             self.bar = None
 
 
+def runtime_options(args: argparse.Namespace, device: str, dtype: str):
+    from opensora.pipeline_cache import RuntimeOptions
+
+    quant = None if args.text_encoder_quant in (None, "none") else args.text_encoder_quant
+    return RuntimeOptions(device=device, dtype=dtype, offload=args.offload, offload_dir=args.offload_dir,
+                          text_encoder_quant=quant, fp8_mmdit=args.fp8_mmdit, attention=args.attention)
+
+
 def run(args: argparse.Namespace) -> int:
-    from opensora.checkpoints import default_preset_name
     from opensora.devices import check_device
-    from opensora.generation_settings import resolve_settings
-    from opensora.io.outputs import OutputWriter
+    from opensora.parallel.process_group import launched_by_torchrun, should_relaunch, torchrun_argv
     from opensora.pipeline_cache import PipelineCache
-    from opensora.presets import load_preset
-    from opensora.runner import check_job_fits, run_job
 
     if args.threads is not None and not 1 <= args.threads <= 256:
         raise UserError(f"--threads {args.threads} is out of range: use 1-256")
     device, dtype = check_device(args.device, args.dtype)
+    options = runtime_options(args, device, dtype)
+    if launched_by_torchrun():
+        return run_as_rank(args, options)
+    preset, jobs = checked_jobs(args, options)  # bad input fails here, before any process starts
+    nproc = should_relaunch(args.no_parallel)
+    if nproc:
+        print(f"{nproc} GPUs: running under torchrun, one process per GPU (--no-parallel: one process)",
+              file=sys.stderr)
+        return subprocess.call(torchrun_argv(nproc, ["-m", "opensora", *sys.argv[1:]]))
+    return run_jobs(args, preset, jobs, PipelineCache(args.ckpt_dir, options=options))
+
+
+def run_as_rank(args: argparse.Namespace, options) -> int:
+    """Under torchrun: rank 0 runs the jobs, the others follow; every rank leaves the group at the end."""
+    from dataclasses import replace
+
+    from opensora.parallel.jobs import follow_jobs, stop_followers
+    from opensora.parallel.process_group import destroy, init_from_env
+    from opensora.pipeline_cache import PipelineCache
+
+    state = init_from_env()
+    pipelines = PipelineCache(args.ckpt_dir, options=replace(options, device=str(state.device)))  # the rank's GPU
+    try:
+        if not state.is_main:
+            follow_jobs(pipelines)
+            return 0
+        try:
+            preset, jobs = checked_jobs(args, pipelines.options)
+            return run_jobs(args, preset, jobs, pipelines)
+        finally:
+            stop_followers()
+    finally:
+        pipelines.unload()
+        destroy()
+
+
+def checked_jobs(args: argparse.Namespace, options):
+    """(preset, [GenerationSettings]): every job resolved and checked, the memory planner included."""
+    from opensora.checkpoints import default_preset_name
+    from opensora.generation_settings import resolve_settings
+    from opensora.io.outputs import OutputWriter
+    from opensora.presets import load_preset
+    from opensora.runner import check_job_fits
+
     preset = load_preset(args.preset or default_preset_name(args.ckpt_dir))
     jobs = []
     for where, request in requests_from_args(args):
         try:
             settings = resolve_settings(request, preset)
-            check_job_fits(settings, device)
+            check_job_fits(settings, preset, options, args.ckpt_dir)
         except UserError as err:
             raise UserError(f"{where}{err}") from None
         jobs.append(settings)
     OutputWriter(args.output_dir).check_writable()
+    return preset, jobs
+
+
+def run_jobs(args: argparse.Namespace, preset, jobs: list, pipelines) -> int:
+    from opensora.runner import run_job
+
     refine_settings = settings_from_args(args)
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
-
-    pipelines = PipelineCache(args.ckpt_dir, device, dtype)
     print(f"preset {preset.name} ({preset.description})", file=sys.stderr)
-    for settings in jobs:
-        progress = BarProgress(settings.prompt[:40])
-        try:
-            result = run_job(preset, settings, pipelines, args.output_dir, progress, refine_settings=refine_settings)
-        finally:
-            progress.close()
-        for notice in result.notices:
-            print(f"notice: {notice}", file=sys.stderr)
-        for path in result.paths:
-            print(path)
+    try:
+        for settings in jobs:
+            progress = BarProgress(settings.prompt[:40])
+            try:
+                result = run_job(preset, settings, pipelines, args.output_dir, progress,
+                                 refine_settings=refine_settings)
+            finally:
+                progress.close()
+            for notice in result.notices:
+                print(f"notice: {notice}", file=sys.stderr)
+            for path in result.paths:
+                print(path)
+    finally:
+        pipelines.unload()  # e.g. the disk profile's block files
     return 0

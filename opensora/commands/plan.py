@@ -4,10 +4,8 @@
 """
 
 import argparse
-import os
 from pathlib import Path
 
-GIB = 2**30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,28 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vram-gb", type=float, default=None, help="GPU memory to fit in, GiB (default: the detected GPU's)")
     parser.add_argument("--ram-gb", type=float, default=None, help="host RAM to fit in, GiB (default: what is available now)")
     parser.add_argument("--ckpt-dir", default="ckpts", help="checkpoint folder (the text encoders' config.json, if present)")
-
-
-def detected_vram_gib() -> float | None:
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.get_device_properties(0).total_memory / GIB
-
-
-def available_ram_gib() -> float | None:
-    """MemAvailable (Linux), else the machine's total."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 / GIB
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def check_frames(num_frames: int, max_frames: int) -> int:
@@ -67,7 +43,9 @@ def format_table(plan, vram_gib, ram_gib) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from opensora.errors import UserError
-    from opensora.memory.planner import PlanRequest, plan, what_would_fit
+    from opensora.memory.fit import refusal
+    from opensora.memory.hardware import available_ram_gib, gpu_memory_gib
+    from opensora.memory.planner import PlanRequest, plan
     from opensora.presets import FAMILY_V2, MAX_FRAMES, load_preset
 
     preset = load_preset(args.preset)
@@ -79,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     height, width = preset.image_size(args.resolution or defaults.resolution, args.aspect_ratio or defaults.aspect_ratio)
     if args.num_samples < 1:
         raise UserError(f"num_samples {args.num_samples} is out of range: allowed 1 to 64")
-    vram = args.vram_gb if args.vram_gb is not None else detected_vram_gib()
+    vram = args.vram_gb if args.vram_gb is not None else gpu_memory_gib()
     device = args.device or ("cuda" if vram is not None else "cpu")
     ram = args.ram_gb if args.ram_gb is not None else available_ram_gib()
     request = PlanRequest(
@@ -98,16 +76,6 @@ def run(args: argparse.Namespace) -> int:
     ) or "no limit given"
     chosen = result.choose(vram if device == "cuda" else None, ram)
     if chosen is None:
-        options = what_would_fit(request, vram if device == "cuda" else None, ram)
-        if options:
-            hint = "; ".join(options)
-        else:
-            gpu = min((row for row in result.rows if row.gpu_gib is not None), key=lambda row: row.gpu_gib, default=None)
-            ram = min(result.rows, key=lambda row: row.ram_gib)
-            least = f"at least {ram.ram_gib:.1f} GiB RAM ({ram.profile})"
-            if gpu is not None:
-                least = f"at least {gpu.gpu_gib:.1f} GiB GPU ({gpu.profile}) and " + least
-            hint = f"nothing smaller helps at these limits; these settings need {least}"
-        raise UserError(f"no memory profile fits {limits} for {num_frames} frames at {height}x{width}; what would fit: {hint}")
+        raise UserError(refusal(request, result, vram if device == "cuda" else None, ram))
     print(f"fastest profile that fits {limits}: {chosen.profile}")
     return 0

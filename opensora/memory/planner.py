@@ -241,9 +241,11 @@ def plan(request: PlanRequest, sizes: ComponentSizes | None = None) -> Plan:
     return Plan(request, [predict(request, p, sizes, consts) for p in load_memory_profiles().values()])
 
 
-def what_would_fit(request: PlanRequest, vram_gib: float | None, ram_gib: float | None) -> list[str]:
-    """Changes to the settings that make some profile fit, each as one line for the user."""
-    sizes = component_sizes(request.preset, request.ckpt_root)
+def what_would_fit(
+    request: PlanRequest, vram_gib: float | None, ram_gib: float | None, sizes: ComponentSizes | None = None
+) -> list[str]:
+    """Changes to the settings that make some profile fit, each as one line for the user (`sizes`: reuse a count)."""
+    sizes = sizes or component_sizes(request.preset, request.ckpt_root)
 
     def first_fit(changed: PlanRequest) -> ProfilePrediction | None:
         return plan(changed, sizes).choose(vram_gib, ram_gib)
