@@ -48,6 +48,7 @@ REFERENCES_DIR = "references"
 IMAGE_FIELD = "t2i2v_image"  # the sidecar key naming a video's first-frame image file
 _NUMBERED = re.compile(r"^(\d{4,})\.(mp4|json|png)$")
 _CLAIM = re.compile(r"^\.(\d{4,})\.claim$")
+_DELETED = re.compile(r"^\.(\d{4,})\.deleted$")  # the newest deleted index: numbers are never reused
 _TEMP = re.compile(r"^\.(\d{4,})\.(mp4|json|png)\.tmp-")
 _SECRET_KEY_PARTS = ("api_key", "token")
 
@@ -155,7 +156,7 @@ class OutputWriter:
         highest = -1
         if self.output_dir.is_dir():
             for entry in os.scandir(self.output_dir):
-                match = _NUMBERED.match(entry.name) or _CLAIM.match(entry.name)
+                match = _NUMBERED.match(entry.name) or _CLAIM.match(entry.name) or _DELETED.match(entry.name)
                 if match:
                     highest = max(highest, int(match.group(1)))
         return highest + 1
@@ -228,8 +229,9 @@ class OutputWriter:
         """Remove video `index` (mp4, sidecar, first-frame image, results.csv row) as one unit, safe beside
         other writers: the index is claimed (no writer takes it meanwhile), the files are moved to temp names
         (the video first: gone from every listing at once), the csv is rewritten without its row under the
-        writers' lock, then the moved files go. On an error everything is put back; a delete killed midway
-        leaves temp files and a dead claim that `sweep()` removes (and at worst the csv row of a gone video)."""
+        writers' lock, then the moved files go; its number is never given out again. On an error everything
+        is put back; a delete killed midway leaves temp files and a dead claim that `sweep()` removes (and at
+        worst the csv row of a gone video)."""
         stem = f"{index:04d}"
         video_path = self.output_dir / f"{stem}.mp4"
         claim = self.output_dir / f".{stem}.claim"
@@ -250,6 +252,7 @@ class OutputWriter:
                     if path.exists():
                         moved.append((path, temp_path(path, suffix=path.suffix)))
                         os.replace(path, moved[-1][1])
+                self._leave_tombstone(index)  # first: a failed delete at worst skips a number
                 self._remove_rows(index)
             except BaseException as err:
                 for path, tmp in reversed(moved):  # not deleted after all: everything back in place
@@ -262,6 +265,15 @@ class OutputWriter:
                 for _, tmp in moved:
                     tmp.unlink(missing_ok=True)
                 claim.unlink(missing_ok=True)
+
+    def _leave_tombstone(self, index: int) -> None:
+        """`.NNNN.deleted`, so the next video never takes the number of a deleted one (whose name a queue
+        record or a shared link may still hold); only the highest tombstone matters, the others go."""
+        (self.output_dir / f".{index:04d}.deleted").touch()
+        tombstones = {int(m.group(1)): m.group(0) for m in map(_DELETED.match, os.listdir(self.output_dir)) if m}
+        for number, name in tombstones.items():
+            if number < max(tombstones):
+                (self.output_dir / name).unlink(missing_ok=True)
 
     def _remove_rows(self, index: int) -> None:
         """results.csv rewritten (atomically) without the rows of `index`, under the lock appends take."""
