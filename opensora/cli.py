@@ -2,6 +2,7 @@
 
 from opensora import subcommands
 from opensora.commands import check, generate, parity, plan, refine
+from opensora.commands import extend, info
 
 COMMANDS = {
     "generate": (generate, "generate videos from prompts (text-to-video, image/video-to-video)"),
@@ -9,6 +10,8 @@ COMMANDS = {
     "parity": (parity, "compare this implementation against an official fixture folder"),
     "refine": (refine, "refine a prompt with an OpenAI-compatible server or the offline refiner"),
     "plan": (plan, "predict GPU memory and RAM of each memory profile and pick the fastest that fits"),
+    "info": (info, "print the settings a video was made with (from its mp4's metadata or its .json)"),
+    "extend": (extend, "continue a video into a longer one (v2v_head parts from its last 33 frames)"),
 }
 
 

@@ -86,11 +86,7 @@ def run_job(
     `opensora.pipeline_cache.PipelineCache`; its lock is held while the model runs. `progress`
     hears messages and steps; `cancel_event` stops between steps (GenerationCancelled). `record`
     is added to every sidecar (the queue's job id)."""
-    from opensora.generation_settings_v1_2 import prompt_motion_score
     from opensora.io.outputs import OutputWriter, copy_reference, image_path_of
-    from opensora.parallel.jobs import announce_job, end_job
-    from opensora.refine import RefineSettings, prepare_prompt
-    from opensora.sampling.denoise import GenerationCancelled
 
     started = time.time()
     progress = progress or SilentProgress()
@@ -100,6 +96,27 @@ def run_job(
     notices = settings_notices(settings, preset)
     # References are kept beside the videos: uploads live in temp folders that get cleaned.
     settings = replace(settings, reference=[copy_reference(p, writer.output_dir) for p in settings.reference])
+    result = generate_videos(preset, settings, pipelines, progress, cancel_event, refine_settings, profiles, notices)
+    progress.message("writing the video")
+    images = result.images or [None] * len(result.videos)  # text -> image -> video first frames
+    for sidecar in result.settings:
+        sidecar.update(record or {})
+    paths = [writer.write(video, sidecar["fps"], sidecar, text=sidecar["prompt"], seed=sidecar["seed"], image=image)
+             for video, sidecar, image in zip(result.videos, result.settings, images)]
+    written = [None if image is None else image_path_of(path) for path, image in zip(paths, images)]
+    return JobResult(paths, result.settings, notices, round(time.time() - started, 2), written)
+
+
+def generate_videos(preset: Preset, settings: GenerationSettings, pipelines, progress: Progress, cancel_event,
+                    refine_settings, profiles: list[str] | None, notices: list[str]):
+    """`run_job`'s model half, nothing written (also each part of `opensora.extend`): the prompt prepared,
+    the pipeline from the cache (its lock held), the videos made -> the pipeline's GenerationResult.
+    `profiles`: from `check_job_fits`; the prompt's notices are added to `notices`."""
+    from opensora.generation_settings_v1_2 import prompt_motion_score
+    from opensora.parallel.jobs import announce_job, end_job
+    from opensora.refine import RefineSettings, prepare_prompt
+    from opensora.sampling.denoise import GenerationCancelled
+
     progress.message("preparing the prompt")
     prepared = prepare_prompt(
         settings.prompt, refine=settings.refine, motion_score=prompt_motion_score(settings),
@@ -122,14 +139,7 @@ def run_job(
             del pipe  # the cache owns the pipeline; no stray reference may outlive a preset switch
         finally:
             end_job()
-    progress.message("writing the video")
-    images = result.images or [None] * len(result.videos)  # text -> image -> video first frames
-    for sidecar in result.settings:
-        sidecar.update(record or {})
-    paths = [writer.write(video, sidecar["fps"], sidecar, text=sidecar["prompt"], seed=sidecar["seed"], image=image)
-             for video, sidecar, image in zip(result.videos, result.settings, images)]
-    written = [None if image is None else image_path_of(path) for path, image in zip(paths, images)]
-    return JobResult(paths, result.settings, notices, round(time.time() - started, 2), written)
+    return result
 
 
 def check_job_fits(settings: GenerationSettings, preset: Preset, options, ckpt_dir=None) -> list[str] | None:
