@@ -16,6 +16,7 @@ from opensora import runner
 from opensora.errors import UserError
 from opensora.generation_settings import GenerationSettings
 from opensora.job_queue import Job, JobQueue
+from opensora.preview.files import PreviewFiles
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ class JobProgress:
     started: float = field(default_factory=time.monotonic)
     steps_started: float | None = None
     latent: object = None  # the newest latent, for previews
+    # The runner's preview hook: an opensora.preview.files.PreviewFiles (its `latest` file is what the app
+    # shows), or None for no previews (a headless `queue run`).
+    preview: object = None
 
     def message(self, text: str) -> None:
         self.message_text = text
@@ -82,8 +86,9 @@ class QueueCancel:
 
 
 class QueueWorker:
-    def __init__(self, queue: JobQueue, pipelines):
-        self.queue, self.pipelines = queue, pipelines
+    def __init__(self, queue: JobQueue, pipelines, preview_dir=None):
+        """preview_dir: where each running job's live preview files go (None: no previews)."""
+        self.queue, self.pipelines, self.preview_dir = queue, pipelines, preview_dir
         self.progress: dict[str, JobProgress] = {}
         self.cancels: dict[str, QueueCancel] = {}
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -128,7 +133,8 @@ class QueueWorker:
         job = self.queue.claim_next()
         if job is None:
             return None
-        progress = self.progress[job.id] = JobProgress(job.id)
+        previews = None if self.preview_dir is None else PreviewFiles(self.preview_dir)
+        progress = self.progress[job.id] = JobProgress(job.id, preview=previews)
         cancel = self.cancels[job.id] = QueueCancel(self.queue, job.id)
         failure = None
         try:

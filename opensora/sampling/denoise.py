@@ -19,6 +19,10 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 ModelFn = Callable[..., torch.Tensor]
 # callback(step_index, total_steps, packed_latent_after_step)
 StepCallback = Callable[[int, int, torch.Tensor], None]
+# prediction(step_index, total_steps, clean_latent): before each step; clean_latent() returns the packed
+# x0 = x - sigma * velocity the step predicts (x_t = (1 - sigma) x0 + sigma noise, velocity = noise - x0),
+# computed only when called: the live preview asks on a few steps, the others cost nothing.
+PredictionCallback = Callable[[int, int, Callable[[], torch.Tensor]], None]
 
 
 class GenerationCancelled(Exception):
@@ -62,13 +66,15 @@ def denoise(
     callback: StepCallback | None = None,
     cancel_event=None,
     start_step: int = 0,
+    prediction: PredictionCallback | None = None,
 ) -> torch.Tensor:
     """Integrate from t=1 to 0. noise (B, N, F) packed; cond (B, N, Fc) or None; txt / y_vec hold
     3B rows ordered [prompts, negatives, negatives]. `temporal_ramp` is the official
     `scale_temporal_osci and "i2v" in cond_type`. Returns the packed latent (B, N, F).
 
     With `start_step` k > 0 only the steps from k on run, as the last steps of a full run would
-    (SDEdit): `noise` is then a latent already noised to the schedule's sigma k."""
+    (SDEdit): `noise` is then a latent already noised to the schedule's sigma k. `prediction`, when
+    given, hears the clean latent each step predicts (before `callback` hears the step's result)."""
     batch, num_tokens, _ = noise.shape
     tokens_per_frame = num_tokens // latent_frames
     cond_batch = None if cond is None else torch.cat([cond, cond, torch.zeros_like(cond)])
@@ -89,6 +95,8 @@ def denoise(
         if g_img > 1.0 and temporal_ramp:
             g_img = image_guidance_per_token(g_img, i, num_steps, latent_frames, tokens_per_frame).to(x)
         velocity = v_uncond2 + g_img * (v_uncond - v_uncond2) + g_txt * (v_cond - v_uncond)
+        if prediction is not None:  # the defaults bind this step's tensors (x is rebound by the step)
+            prediction(i, num_steps, lambda x=x, velocity=velocity, sigma=sigmas[i].item(): x - sigma * velocity)
 
         x = scheduler.step(velocity, timestep, x, return_dict=False)[0]
         if callback is not None:
