@@ -3,6 +3,7 @@
 from opensora import subcommands
 from opensora.commands import check, generate, parity, plan, refine
 from opensora.commands import extend, info
+from opensora.commands import fit_preview
 
 COMMANDS = {
     "generate": (generate, "generate videos from prompts (text-to-video, image/video-to-video)"),
@@ -11,6 +12,7 @@ COMMANDS = {
     "refine": (refine, "refine a prompt with an OpenAI-compatible server or the offline refiner"),
     "plan": (plan, "predict GPU memory and RAM of each memory profile and pick the fastest that fits"),
     "info": (info, "print the settings a video was made with (from its mp4's metadata or its .json)"),
+    "fit-preview": (fit_preview, "fit the live preview's latent -> RGB map of a preset's VAE (presets/preview/)"),
     "extend": (extend, "continue a video into a longer one (v2v_head parts from its last 33 frames)"),
 }
 

@@ -27,6 +27,9 @@ class Progress(Protocol):
 
     def __call__(self, step: int, total: int, latent) -> None: ...
 
+    # Optional: `preview`, None or a callable(frames (t, h, w, 3) uint8, frame_seconds) that gets the
+    # predicted clean video every few steps (opensora/preview/live.py); without it none is made.
+
 
 class SilentProgress:
     def message(self, text: str) -> None:
@@ -114,6 +117,7 @@ def generate_videos(preset: Preset, settings: GenerationSettings, pipelines, pro
     `profiles`: from `check_job_fits`; the prompt's notices are added to `notices`."""
     from opensora.generation_settings_v1_2 import prompt_motion_score
     from opensora.parallel.jobs import announce_job, end_job
+    from opensora.preview.live import preview_callback
     from opensora.refine import RefineSettings, prepare_prompt
     from opensora.sampling.denoise import GenerationCancelled
 
@@ -134,7 +138,8 @@ def generate_videos(preset: Preset, settings: GenerationSettings, pipelines, pro
             pipelines.apply_loras(pipe, settings.loras)
             progress.message("encoding the prompt")
             progress.begin(settings.num_samples)
-            result = pipe.generate(settings, prepared, callback=progress, cancel_event=cancel_event,
+            callback = preview_callback(preset, progress, settings, notices)  # progress, + live previews
+            result = pipe.generate(settings, prepared, callback=callback, cancel_event=cancel_event,
                                    on_message=progress.message)
             del pipe  # the cache owns the pipeline; no stray reference may outlive a preset switch
         finally:
