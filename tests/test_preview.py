@@ -240,3 +240,12 @@ def test_project_clamps_to_the_pixel_range():
     weights, bias = torch.tensor([[10.0, -10.0, 0.0]]), torch.zeros(3)
     rgb = project(torch.ones(1, 1, 2, 2), weights, bias)
     assert rgb[0].max() == 1 and rgb[1].min() == -1
+
+
+def test_generate_writes_the_preview_file_with_preview(tmp_path):
+    out = tmp_path / "live.webp"
+    assert main(["generate", "--preset", "tiny-random", "--prompt", "a cat", "--num-steps", "4",
+                 "--output-dir", str(tmp_path / "out"), "--preview", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.format == "WEBP" and image.size == (8, 4)  # the 64x32 video at latent size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.webp", "out"]  # no temp file left behind

@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag(parser, "num-sample", type=int, default=1, help="videos per prompt (seed + k each)")
     flag(parser, "ckpt-dir", default=DEFAULT_CKPT_DIR, help="folder with the official checkpoints")
     flag(parser, "output-dir", default="outputs", help="where videos, sidecars and results.csv go")
+    flag(parser, "preview", type=Path, default=None, help="also write the live preview there while sampling: the "
+         "predicted video every few steps as a small animated WebP (needs the preset's presets/preview data)")
     flag(parser, "dtype", default=None, help="fp32, bf16 or fp16 (default: bf16 on GPU, fp32 on CPU)")
     flag(parser, "device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     flag(parser, "threads", type=int, default=None, help="torch CPU threads, 1-256 (default: torch's "
@@ -125,8 +127,9 @@ def requests_from_args(args: argparse.Namespace) -> list[tuple[str, object]]:
 class BarProgress:
     """The runner's progress on stderr: messages as lines, steps as a tqdm bar."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, preview=None):
         self.label, self.bar = label, None
+        self.preview = preview  # the runner's preview hook (--preview), or None for none
 
     def message(self, text: str) -> None:
         if self.bar is None:
@@ -225,6 +228,7 @@ def checked_jobs(args: argparse.Namespace, options):
 
 
 def run_jobs(args: argparse.Namespace, preset, jobs: list, pipelines) -> int:
+    from opensora.preview.files import PreviewFile
     from opensora.runner import run_job
 
     refine_settings = settings_from_args(args)
@@ -235,7 +239,7 @@ def run_jobs(args: argparse.Namespace, preset, jobs: list, pipelines) -> int:
     print(f"preset {preset.name} ({preset.description})", file=sys.stderr)
     try:
         for settings in jobs:
-            progress = BarProgress(settings.prompt[:40])
+            progress = BarProgress(settings.prompt[:40], None if args.preview is None else PreviewFile(args.preview))
             try:
                 result = run_job(preset, settings, pipelines, args.output_dir, progress,
                                  refine_settings=refine_settings)
