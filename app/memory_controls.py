@@ -80,9 +80,14 @@ def prediction_text(cache, ckpt_dir, name: str, resolution: str, aspect_ratio: s
         return f"**Memory:** no prediction for {p.label} yet (the planner covers Open-Sora 2.0 presets)"
     row = fit.chosen
     profile = f"auto → {row.profile}" if options.offload == "auto" else row.profile
-    ram = f"{row.ram_gib:.2f} GiB RAM" + (f" of {fit.ram_gib:.1f} GiB available" if fit.ram_gib is not None else "")
-    gpu = "" if row.gpu_gib is None else f"{row.gpu_gib:.2f} GiB GPU of {fit.vram_gib or 0:.1f} · "
+    ram = f"{_size(row.ram_gib)} RAM" + (f" of {fit.ram_gib:.1f} GiB available" if fit.ram_gib is not None else "")
+    gpu = "" if row.gpu_gib is None else f"{_size(row.gpu_gib)} GPU of {fit.vram_gib or 0:.1f} GiB · "
     return f"**Memory** ({profile}): predicted {gpu}{ram}"
+
+
+def _size(gib: float) -> str:
+    """MiB below 1 GiB (a small model's changes show), GiB with two decimals above."""
+    return f"{gib * 1024:.0f} MiB" if gib < 1 else f"{gib:.2f} GiB"
 
 
 def wire_prediction(demo: gr.Blocks, form, line: gr.Markdown, controls: MemoryControls, cache, ckpt_dir) -> None:

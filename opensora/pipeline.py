@@ -89,7 +89,8 @@ class OpenSoraPipeline:
             return
         from opensora.offload import apply_offload
         from opensora.parallel.attention_backend import apply_attention_backend, resolve_attention_backend
-        from opensora.parallel.process_group import world_size
+        from opensora.memory.profiles import memory_profile
+        from opensora.parallel.process_group import rank, world_size
 
         runtime = self.runtime
         profile = "none" if runtime.offload == "auto" else runtime.offload  # the cache resolves auto per job
@@ -101,7 +102,11 @@ class OpenSoraPipeline:
         attention = resolve_attention_backend(runtime.attention, self.device, self.dtype)
         if attention != "sdpa":  # sdpa is diffusers' default: setting it only logs an "experimental" warning
             apply_attention_backend(self.transformer, attention, self.device, self.dtype)
-        self.offload = apply_offload(self, profile, self.device, offload_dir=runtime.offload_dir,
+        placement = memory_profile(profile)
+        if self.sequence_parallel > 1 and rank() != 0:
+            # The other ranks only sample: T5, CLIP and the VAE wait in host RAM, off their GPU.
+            placement = replace(placement, encoders="swap", vae="swap")
+        self.offload = apply_offload(self, placement, self.device, offload_dir=runtime.offload_dir,
                                      fp8_mmdit=runtime.fp8_mmdit)
         self.runtime_record = {
             "device": str(self.device), "offload": profile, "text_encoder_quant": runtime.text_encoder_quant,
@@ -262,8 +267,6 @@ class OpenSoraPipeline:
                 `noise_seed` is given); sample k is made as a one-sample call with seed + k.
                 None: a random seed, reported.
             callback: called after each step as callback(step_index, total_steps, latent (B,C,T,H,W)).
-                One with a `prediction(step_index, total_steps, clean_latent)` method also hears each step
-                just before it; clean_latent() returns the clean latent (B,C,T,H,W) the step predicts.
             cancel_event: anything with `is_set()`; checked between steps (raises GenerationCancelled).
         Returns:
             GenerationResult with the videos and each one's sidecar settings.
@@ -409,18 +412,10 @@ class OpenSoraPipeline:
             if callback is not None:
                 callback(step, total, unpack(packed, p, latent_t, latent_h, latent_w))
 
-        # A callback with a `prediction(step, total, clean_latent)` method also hears each step before it
-        # runs: clean_latent() returns the predicted x0 (B, C, T, H, W) (the live preview, opensora/preview).
-        wants_prediction = callable(getattr(callback, "prediction", None))
-
-        def prediction_callback(step, total, clean_packed):
-            callback.prediction(step, total, lambda: unpack(clean_packed(), p, latent_t, latent_h, latent_w))
-
         packed = denoise(
             self._model_fn, pack(noise, p), cond, txt, y_vec, img_ids, scheduler, options,
             temporal_ramp=options.scale_temporal_osci and cond_type.startswith("i2v"),
             latent_frames=latent_t, callback=latent_callback, cancel_event=cancel_event, start_step=start_step,
-            prediction=prediction_callback if wants_prediction else None,
         )
         latent = unpack(packed, p, latent_t, latent_h, latent_w)
         return replace_reference_frames(latent, cond_type, references)

@@ -196,3 +196,33 @@ def test_open_sora_1_2_refuses_profiles_clearly(tmp_path, capsys):
     assert code == 2
     assert "offload profiles, quantised encoders, fp8 weights and attention backends are not supported for " \
            "Open-Sora 1.2 presets (tiny-random-v1-2) yet" in capsys.readouterr().err
+
+
+def _gpu_table_cell(preset_name: str, vram: float, quant: str | None) -> str:
+    """A README cell as `python -m opensora plan --preset P --num-frames 129 --vram-gb G --ram-gb 64` decides."""
+    from opensora.memory.fit import cached_sizes, plan_job, plan_request
+    from opensora.memory.planner import what_would_fit
+
+    preset = load_preset(preset_name)
+    height, width = preset.image_size(preset.sampler.resolution, preset.sampler.aspect_ratio)
+    request = plan_request(preset, 129, height, width, dtype="bf16", text_encoder_quant=quant)
+    row = plan_job(request).choose(vram, 64)
+    if row is not None:
+        return f"{row.profile} ({row.gpu_gib:.1f} / {row.ram_gib:.1f})"
+    offers = what_would_fit(request, vram, 64, cached_sizes(preset, None))
+    frames = next(o for o in offers if o.startswith("--num-frames"))
+    smaller = next(o for o in offers if o.startswith("--resolution 256px"))
+    frames_profile, smaller_profile = frames.rsplit(" ", 1)[1], smaller.rsplit(" ", 1)[1]
+    return (f"none fits: `{frames.split(' with ')[0]}` ({frames_profile}) or 256px"
+            + ("" if smaller_profile == frames_profile else f" ({smaller_profile})"))
+
+
+def test_readme_gpu_table_is_the_planners_choice():
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    for vram in (8, 12, 16, 24, 48, 80):
+        cells = [_gpu_table_cell("opensora-v2-256px", vram, None), _gpu_table_cell("opensora-v2-256px", vram, "int8"),
+                 _gpu_table_cell("opensora-v2-768px", vram, None)]
+        row = f"| {vram} | " + " | ".join(cells) + " |"
+        assert row in readme, row
