@@ -267,6 +267,8 @@ class OpenSoraPipeline:
                 `noise_seed` is given); sample k is made as a one-sample call with seed + k.
                 None: a random seed, reported.
             callback: called after each step as callback(step_index, total_steps, latent (B,C,T,H,W)).
+                One with a `prediction(step_index, total_steps, clean_latent)` method also hears each step
+                just before it; clean_latent() returns the clean latent (B,C,T,H,W) the step predicts.
             cancel_event: anything with `is_set()`; checked between steps (raises GenerationCancelled).
         Returns:
             GenerationResult with the videos and each one's sidecar settings.
@@ -412,10 +414,18 @@ class OpenSoraPipeline:
             if callback is not None:
                 callback(step, total, unpack(packed, p, latent_t, latent_h, latent_w))
 
+        # A callback with a `prediction(step, total, clean_latent)` method also hears each step before it
+        # runs: clean_latent() returns the predicted x0 (B, C, T, H, W) (the live preview, opensora/preview).
+        wants_prediction = callable(getattr(callback, "prediction", None))
+
+        def prediction_callback(step, total, clean_packed):
+            callback.prediction(step, total, lambda: unpack(clean_packed(), p, latent_t, latent_h, latent_w))
+
         packed = denoise(
             self._model_fn, pack(noise, p), cond, txt, y_vec, img_ids, scheduler, options,
             temporal_ramp=options.scale_temporal_osci and cond_type.startswith("i2v"),
             latent_frames=latent_t, callback=latent_callback, cancel_event=cancel_event, start_step=start_step,
+            prediction=prediction_callback if wants_prediction else None,
         )
         latent = unpack(packed, p, latent_t, latent_h, latent_w)
         return replace_reference_frames(latent, cond_type, references)
