@@ -121,7 +121,7 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
         # its error / warning toasts reach the page only through the queue.
         for drop in (t2v_drop, i2v_drop):
             drop.upload(lambda path: reuse(dropped_settings(path)), drop, [tabs, *t2v_fill, *i2v_fill, *ref_fill],
-                        api_visibility="private")
+                        api_visibility="private").then(lambda: None, None, drop, **private)  # ready for the next
         history.send_i2v.click(lambda index: (gr.Tabs(selected="i2v"), "i2v_head", *send_to_i2v(config, index)),
                                history.selected_index, [tabs, refs.cond_type, refs.image, i2v.prompt],
                                api_visibility="private")
