@@ -114,7 +114,8 @@ def default_extend_seconds(settings: dict, video: Path) -> float:
 
 def build_history_tab(config: AppConfig, extend_handler=None) -> HistoryTab:
     """`extend_handler`: an `app.extend_handler.ExtendHandler` (None: no Extend panel)."""
-    first = history_page(config.output_dir, config.history_limit)
+    # Filled when a page opens (`refresh_event_args` on load): a listing made here would be the app's start-up
+    # snapshot, shown to every later visitor until their own refresh arrives.
     gr.Markdown(f"Videos in `{config.output_dir}`, {config.history_limit} a page, newest first. "
                 "Click one to see its settings.")
     with gr.Row():
@@ -123,10 +124,9 @@ def build_history_tab(config: AppConfig, extend_handler=None) -> HistoryTab:
                 search = gr.Textbox(placeholder="Search prompts (Enter)", show_label=False, scale=3,
                                     elem_classes=["history-search"])
                 newer = gr.Button("← Newer", size="sm", interactive=False, scale=1, elem_classes=["history-newer"])
-                older = gr.Button("Older →", size="sm", interactive=first.pages > 1, scale=1,
-                                  elem_classes=["history-older"])
-            page_label = gr.Markdown(first.label(), elem_classes=["history-page"])
-            gallery = gr.Gallery(first.items, label="History", columns=4, height=520, allow_preview=True,
+                older = gr.Button("Older →", size="sm", interactive=False, scale=1, elem_classes=["history-older"])
+            page_label = gr.Markdown("Loading…", elem_classes=["history-page"])
+            gallery = gr.Gallery([], label="History", columns=4, height=520, allow_preview=True,
                                  elem_classes=["history-gallery"])
             refresh = gr.Button("Refresh", size="sm")
         with gr.Column(scale=1):
@@ -146,7 +146,7 @@ def build_history_tab(config: AppConfig, extend_handler=None) -> HistoryTab:
                                        elem_classes=["extend-button"])
                     extend_cancel = gr.Button("Cancel", variant="stop", size="sm")
                 extend_status = gr.Markdown("", elem_classes=["extend-status"])
-    shown, page = gr.State(first.indices), gr.State(0)
+    shown, page = gr.State([]), gr.State(0)
     selected, selected_index = gr.State(None), gr.State(None)
     delete_armed = gr.State(None)  # the index whose Delete was clicked once (the second click deletes)
     tab = HistoryTab(gallery, shown, selected, reuse, selected_index, send_i2v, page, search, page_label, newer,

@@ -92,6 +92,9 @@ def test_a_video_being_written_is_not_deleted(tmp_path):
     with pytest.raises(UserError, match="0000.mp4 is being written or deleted right now"):
         writer.delete(0)
     assert (writer.output_dir / "0000.mp4").exists()
+    (writer.output_dir / ".0000.claim").write_text("999999999")  # its writer died: the claim is swept
+    writer.delete(0)
+    assert not (writer.output_dir / "0000.mp4").exists()
 
 
 def test_delete_beside_a_second_process_writing_loses_no_other_row(tmp_path):

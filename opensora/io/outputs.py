@@ -9,7 +9,9 @@ are one unit: an index is claimed by creating `.NNNN.claim` exclusively (it hold
 the files are written under temp names, the image and the sidecar are renamed into place first and
 the mp4 last, the results.csv row is appended under a lock, then the claim goes. A writer killed
 midway leaves a claim whose pid is dead; `sweep()` (run by every writer) removes its temp files and a
-sidecar or image without its video, and restores a missing csv row.
+sidecar or image without its video, and restores a missing csv row. Each mp4 also carries its sidecar's
+JSON in its `comment` tag (`opensora.io.embedded_settings`). `delete()` removes a unit the same way
+round, and leaves `.NNNN.deleted` so a number is never given out twice.
 """
 
 from __future__ import annotations
@@ -237,6 +239,8 @@ class OutputWriter:
         claim = self.output_dir / f".{stem}.claim"
         with self._lock:
             try:
+                if claim.exists():
+                    self.sweep()  # a claim left by a dead writer goes; a live one stays and refuses below
                 fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 raise UserError(f"video {stem}.mp4 is being written or deleted right now; try again") from None
