@@ -145,6 +145,11 @@ def test_int8_t5_runs_the_official_layout_pipeline(ckpt_dir, tmp_path):  # noqa:
                  "--output-dir", str(out), "--seed", "1", "--text-encoder-quant", "int8"]) == 0
     assert sidecar(out)["runtime"]["text_encoder_quant"] == "int8"
     assert frames(out / "0000.mp4").shape[0] == 9
+    # Layer by layer (offload hooks on the 8-bit layers too): the same video.
+    leaf = tmp_path / "leaf"
+    assert main(["generate", "--preset", str(preset_path), "--ckpt-dir", str(root), "--prompt", "a red fox",
+                 "--output-dir", str(leaf), "--seed", "1", "--text-encoder-quant", "int8", "--offload", "sequential"]) == 0
+    assert np.array_equal(frames(leaf / "0000.mp4"), frames(out / "0000.mp4"))
     from opensora.pipeline import OpenSoraPipeline
 
     pipe = OpenSoraPipeline.from_preset(str(preset_path), ckpt_dir=root,
