@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from training.config import apply_overrides, load_train_config, validate  # noqa: E402
 from training.metrics import read_jsonl  # noqa: E402
-from training.shapes_dataset import write_dataset  # noqa: E402
+from training.demo.shapes_dataset import write_dataset  # noqa: E402
 from training.trainer import train  # noqa: E402
 
 

@@ -16,10 +16,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from opensora.errors import UserError, listing
-from opensora.presets import FAMILY_V1_2, Preset
+from opensora.presets import DEFAULT_CKPT_DIR, FAMILY_V1_2, Preset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CKPT_DIR = Path("ckpts")
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 
 
@@ -42,7 +41,7 @@ class FileStatus:
 def checkpoint_root(preset: Preset, ckpt_dir: str | Path | None) -> Path:
     if preset.weights == "bundled":
         return REPO_ROOT
-    return Path(ckpt_dir) if ckpt_dir else DEFAULT_CKPT_DIR
+    return Path(ckpt_dir or DEFAULT_CKPT_DIR)
 
 
 def file_status(preset: Preset, ckpt_dir: str | Path | None) -> list[FileStatus]:
@@ -73,9 +72,40 @@ def preset_files(preset: Preset) -> dict[str, str]:
 
 def safetensors_problem(path: Path) -> str:
     """Why `path` is not a complete safetensors file ("" when it is): the header must parse and the
-    file must be exactly as long as the header's tensors need (a download cut short is not)."""
+    file must be exactly as long as the header's tensors need (a download cut short is not).
+    A shard index (`*.safetensors.index.json`) is complete when every shard it names is."""
+    if is_shard_index(path):
+        try:
+            shards = shard_files(Path(path))
+        except UserError as err:
+            return str(err)
+        missing = [s.name for s in shards if not s.is_file()]
+        if missing:
+            return f"shards missing: {listing(missing)}"
+        problems = [f"{s.name}: {problem}" for s in shards if (problem := safetensors_problem(s))]
+        return "; ".join(problems)
     stat = Path(path).stat()
     return _safetensors_problem(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+SHARD_INDEX_SUFFIX = ".safetensors.index.json"
+
+
+def is_shard_index(path: Path | str) -> bool:
+    """A `from_pretrained`-style index ({"weight_map": {tensor: shard file}}) instead of one file."""
+    return str(path).endswith(SHARD_INDEX_SUFFIX)
+
+
+def shard_files(index_path: Path) -> list[Path]:
+    """The shard files an index names, beside it, in the order they first appear."""
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+        names = list(dict.fromkeys(weight_map.values()))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(f"{index_path} is not a readable shard index (JSON with a weight_map): {err}") from None
+    if not names or not all(isinstance(n, str) and "/" not in n for n in names):
+        raise UserError(f"{index_path}: weight_map must name shard files beside the index")
+    return [index_path.parent / name for name in names]
 
 
 @lru_cache(maxsize=256)
@@ -153,6 +183,12 @@ def check_keys(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int,
 
 
 def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """{tensor: shape} of a safetensors file, or of all the shards of an index."""
+    if is_shard_index(path):
+        shapes = {}
+        for shard in shard_files(Path(path)):
+            shapes.update(read_shapes(shard))
+        return shapes
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -161,8 +197,11 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def load_checked(path: Path, expected: dict[str, tuple[int, ...]], what: str) -> dict[str, torch.Tensor]:
-    """Load a safetensors file after checking its key set and shapes against `expected`."""
+    """Load a safetensors file (or the shards of an index) after checking its key set and shapes
+    against `expected`."""
     check_keys(read_shapes(path), expected, path, what)
+    if is_shard_index(path):
+        return {k: v for shard in shard_files(Path(path)) for k, v in load_file(str(shard)).items()}
     return load_file(str(path))
 
 

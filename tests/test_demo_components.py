@@ -15,11 +15,12 @@ from opensora.presets import load_preset
 from opensora.prompts import model_prompt
 from opensora.refine.shapes_world import normalize_to_shapes_world
 from training.cli import main
-from training.text_encoder_trainer import TextTrainConfig, train_text_encoders
-from training.demo_metrics import measure, psnr
-from training.eval_demo import to_uint8
-from training.vae_trainer import to_tensor, write_scale_factor
-from training.shapes_world import render_clip, sample_spec
+from training.demo.clips import to_tensor
+from training.demo.evaluation import to_uint8
+from training.demo.metrics import measure, psnr
+from training.demo.shapes_world import render_clip, sample_spec
+from training.demo.text_encoder_trainer import TextTrainConfig, train_text_encoders
+from training.demo.vae_trainer import write_scale_factor
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "models" / "demo"
@@ -76,19 +77,21 @@ def test_train_vae_decoder_only_keeps_the_encoder_and_scale(tmp_path):
 
 def test_train_vae_decoder_on_the_block_mean_encoder(tmp_path):
     """Only the decoder trains from the block-mean init: the latents stay the colour block means,
-    with the posterior noise asked for, and the scale is measured on them."""
+    with the init's posterior noise, and the scale is measured on them."""
     from opensora.loading import load_vae_weights
-    from training.vae_trainer import eval_clips, initial_vae
+    from training.demo.clips import eval_clips
+    from training.demo.vae_init import LOGVAR
+    from training.demo.vae_trainer import initial_vae
 
     preset_path = _tiny_vae_preset(tmp_path)
     out = tmp_path / "vae.safetensors"
     assert main(["train-vae", "--preset", str(preset_path), "--out", str(out), "--work-dir", str(tmp_path / "run"),
-                 "--steps", "2", "--init", "block_mean", "--train", "decoder", "--block-mean-logvar", "-10",
+                 "--steps", "2", "--init", "block_mean", "--train", "decoder",
                  "--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1",
                  "--eval-frames", "5"]) == 0
     preset = load_preset(str(preset_path))
     torch.manual_seed(0)  # what the trainer seeds (--seed 0) before the parts the init leaves random
-    start = initial_vae(preset.vae, "block_mean", -10.0).model.state_dict()
+    start = initial_vae(preset.vae, "block_mean").model.state_dict()
     trained = load_file(str(out))
     assert all(torch.equal(start[k], trained[k]) for k in start if k.startswith(("encoder.", "quant_conv.")))
     assert any(not torch.equal(start[k], trained[k]) for k in start if k.startswith("decoder."))
@@ -97,66 +100,85 @@ def test_train_vae_decoder_on_the_block_mean_encoder(tmp_path):
     clip = eval_clips(1, 3, held_out=False, num_frames=5)
     with torch.no_grad():
         mean, logvar = vae.moments(clip)
-    assert torch.allclose(logvar, torch.full_like(logvar, -10.0), atol=0.05)
+    assert torch.allclose(logvar, torch.full_like(logvar, LOGVAR), atol=0.05)
     cell = clip[:, :, 1:5, :8, :8].mean(dim=(2, 3, 4))  # the second latent frame's first 4x8x8 cell
     assert torch.allclose(mean[0, :3, 1, 0, 0], cell[0], atol=0.05)
     # the scale is 1 / std of these latents, written into the preset
     assert 0.5 < preset.vae.scale_factor * mean.std().item() < 2.0
 
 
-def test_train_vae_wakes_quiet_channels_and_keeps_the_scale(tmp_path):
-    from opensora.loading import load_vae_weights
-    from training.vae_trainer import WAKE_CLIPS_SEED, eval_clips
-
-    preset_path = _tiny_vae_preset(tmp_path)
-    small = ["--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1", "--eval-frames", "5",
-             "--no-update-preset"]
-    first = tmp_path / "vae.safetensors"  # block-mean start + 3 steps: channels 3+ barely move
-    assert main(["train-vae", "--preset", str(preset_path), "--out", str(first), "--work-dir", str(tmp_path / "a"),
-                 "--steps", "3", *small]) == 0
-    woken = tmp_path / "woken.safetensors"
-    assert main(["train-vae", "--preset", str(preset_path), "--out", str(woken), "--work-dir", str(tmp_path / "b"),
-                 "--steps", "2", "--init", str(first), "--wake-channels", "2.5", "--keep-scale", "--edge-weight", "20",
-                 *small]) == 0
-    preset = load_preset(str(preset_path))
-    with safe_open(str(woken), "pt") as f:
-        assert float(f.metadata()["scale_factor"]) == pytest.approx(preset.vae.scale_factor, rel=1e-5)
-    vae = load_vae_weights(woken, preset, torch.float32, "cpu")
-    vae.set_tiling(False)
-    clips = torch.cat([eval_clips(4, WAKE_CLIPS_SEED, held_out=False), eval_clips(4, WAKE_CLIPS_SEED + 1, held_out=True)])
-    with torch.no_grad():
-        means = torch.cat([vae.moments(c[None])[0] for c in clips]).transpose(0, 1).flatten(1)
-    colour_std = means[:3].std(dim=1).mean().item()
-    # every channel beyond rgb now varies on the colour channels' scale, centred
-    assert torch.allclose(means[3:].std(dim=1), torch.full((means.shape[0] - 3,), colour_std), rtol=1e-3)
-    # centred up to float32 sums over the clips' latents (1e-3 of the std on an AVX2-only CPU)
-    assert means[3:].mean(dim=1).abs().max().item() < 1e-2 * colour_std
-
-
 def test_train_vae_refuses_bad_init_train_and_image_fraction(tmp_path):
-    from training.vae_trainer import VAETrainConfig, train_vae
+    from training.demo.vae_config import VAETrainConfig
+    from training.demo.vae_trainer import train_vae
 
     vae = load_preset("demo").vae
     cases = [
         (VAETrainConfig(steps=1, train="decoder", init="random"), "train 'decoder' keeps the encoder as it starts: init must be 'block_mean'"),
-        (VAETrainConfig(steps=1, block_mean_logvar=3.0), "block_mean_logvar is 3.0; allowed: -20.0 to 0.0"),
         (VAETrainConfig(steps=1, train="encoder"), "train is 'encoder'; allowed: 'all', 'decoder'"),
         (VAETrainConfig(steps=1, image_fraction=1.5), "image_fraction is 1.5; allowed: 0.0 to 1.0"),
-        (VAETrainConfig(steps=1, edge_weight=-1.0), "edge_weight is -1.0; allowed: 0 or more"),
-        (VAETrainConfig(steps=1, wake_channels=-2.0), "wake_channels is -2.0; allowed: 0 \\(off\\) or more"),
-        (VAETrainConfig(steps=1, wake_channels=2.0), "wake_channels rescales the latents of trained weights"),
+        (VAETrainConfig(steps=1, edge_weight=-1.0), "edge_weight is -1.0; allowed: 0.0 to 1000000.0"),
+        (VAETrainConfig(steps=1, crop_frames=6), "crop_frames is 6; allowed: 4k\\+1 frames"),
+        (VAETrainConfig(steps=1, schedule="step"), "schedule is 'step'; allowed: 'constant', 'cosine', 'linear'"),
+        (VAETrainConfig(steps=1, init="weights.pt"), "init is 'weights.pt'; allowed: 'block_mean', 'random' or a VAE .safetensors"),
         (VAETrainConfig(steps=1, init=str(tmp_path / "missing.safetensors")), "missing.safetensors"),
-        (VAETrainConfig(steps=1, anchor_weight=-1.0), "anchor_weight is -1.0; allowed: 0 \\(off\\) or more"),
-        (VAETrainConfig(steps=1, anchor_weight=1.0), "anchor_weight keeps the latents near those of trained weights"),
-        (VAETrainConfig(steps=1, encoder_lr_scale=0.0), "encoder_lr_scale is 0.0; allowed: above 0 up to 1.0"),
     ]
     for cfg, message in cases:
         with pytest.raises(UserError, match=message):
             train_vae(vae, cfg, tmp_path / "v.safetensors", tmp_path, resume=False)
+    assert not (tmp_path / "v.safetensors").exists()
+
+
+def test_train_vae_flags_are_the_config_fields():
+    import argparse
+    import dataclasses
+
+    from training.demo.commands import train_vae as command
+    from training.demo.vae_config import VAETrainConfig
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    flags = {option for action in parser._actions for option in action.option_strings}
+    for f in dataclasses.fields(VAETrainConfig):
+        assert "--" + f.name.replace("_", "-") in flags, f.name
+    for removed in ("--anchor-weight", "--encoder-lr-scale", "--wake-channels", "--block-mean-logvar"):
+        assert removed not in flags
+    args = parser.parse_args(["--out", "v.safetensors", "--work-dir", "w", "--lr", "1e-3", "--keep-scale"])
+    from training.dataclass_flags import dataclass_from_flags
+
+    cfg = dataclass_from_flags(VAETrainConfig, args)
+    assert (cfg.lr, cfg.keep_scale, cfg.steps) == (1e-3, True, VAETrainConfig().steps)  # unset flags keep the defaults
+
+
+def test_train_vae_logs_metrics_and_status_and_resumes_where_it_stopped(tmp_path):
+    """The finetune trainer's files: metrics.jsonl per logged step, status.json, train.log; a run cut
+    after its step-2 checkpoint and resumed ends with the weights and log of an uninterrupted one."""
+    import shutil
+
+    preset_path = _tiny_vae_preset(tmp_path)
+    argv = ["train-vae", "--preset", str(preset_path), "--batch-size", "1", "--crop-frames", "5", "--crop-size", "16",
+            "--eval-clips", "1", "--eval-frames", "1", "--steps", "4", "--warmup-steps", "2", "--log-every", "1",
+            "--checkpoint-every", "2", "--threads", "1", "--no-update-preset"]
+    run = tmp_path / "run"
+    assert main([*argv, "--out", str(tmp_path / "a.safetensors"), "--work-dir", str(run)]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    lrs = [r["lr"] for r in rows]
+    assert lrs[0] < lrs[1] and lrs[1] > lrs[2] > lrs[3]  # warmup, then the cosine decay
+    status = json.loads((run / "status.json").read_text())
+    assert (status["state"], status["step"], status["total_steps"]) == ("finished", 4, 4)
+    assert "step 4/4 loss" in (run / "train.log").read_text()
+
+    shutil.rmtree(run / "checkpoints" / "step-000004")  # as if killed after the step-2 checkpoint
+    assert main([*argv, "--out", str(tmp_path / "b.safetensors"), "--work-dir", str(run), "--resume", "auto"]) == 0
+    again = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in again] == [1, 2, 3, 4]
+    assert [(r["lr"], r["loss"]) for r in again] == [(r["lr"], r["loss"]) for r in rows]
+    a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_edge_weights_single_out_the_outline():
-    from training.vae_trainer import edge_weights
+    from training.demo.vae_loss import edge_weights
 
     spec = sample_spec(np.random.default_rng(3), held_out=False, num_frames=5, aspect_ratio="1:1")
     video = to_tensor(render_clip(spec))[None]
@@ -171,62 +193,16 @@ def test_edge_weights_single_out_the_outline():
     assert edge_weights(video, 0.0).item() == 1.0
 
 
-def test_anchor_measures_latent_drift_and_the_encoder_trains_slower(tmp_path):
-    import copy
-
-    from training.vae_trainer import VAETrainConfig, initial_vae, parameter_groups, sample_batch, vae_loss
-
-    preset = load_preset(str(_tiny_vae_preset(tmp_path)))
-    cfg = VAETrainConfig(batch_size=1, crop_frames=5, crop_size=16, anchor_weight=2.0, encoder_lr_scale=0.1)
-    vae = initial_vae(preset.vae, "block_mean")
-    vae.set_tiling(False)
-    anchor = copy.deepcopy(vae).requires_grad_(False)
-    batch = sample_batch(cfg, 0)
-    _, parts = vae_loss(vae, batch, cfg, torch.Generator().manual_seed(0), anchor)
-    assert parts["drift"] == 0.0  # same weights, same latents
-    with torch.no_grad():
-        vae.model.quant_conv.bias[0] += 1.0  # moves latent channel 0 by 1 everywhere
-    moved, parts = vae_loss(vae, batch, cfg, torch.Generator().manual_seed(0), anchor)
-    channels = preset.vae.latent_channels
-    expected = preset.vae.scale_factor**2 / channels  # in scaled units, averaged over the channels
-    assert parts["drift"] == pytest.approx(expected, rel=1e-4)
-    reconstruction = cfg.mse_weight * parts["mse"] + cfg.kl_weight * parts["kl"]  # l1_weight is 0
-    assert moved.item() == pytest.approx(reconstruction + 2.0 * expected, rel=1e-4)
-
-    encoder, decoder = parameter_groups(vae, cfg)
-    assert (encoder["lr_scale"], decoder["lr_scale"]) == (0.1, 1.0)
-    assert len(encoder["params"]) + len(decoder["params"]) == len(list(vae.parameters()))
-
-
-def test_train_vae_anchors_the_latents_and_slows_the_encoder(tmp_path, caplog):
-    preset_path = _tiny_vae_preset(tmp_path)
-    small = ["--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1", "--eval-frames", "5",
-             "--no-update-preset"]
-    first = tmp_path / "vae.safetensors"
-    assert main(["train-vae", "--preset", str(preset_path), "--out", str(first), "--work-dir", str(tmp_path / "a"),
-                 "--steps", "2", *small]) == 0
-    tuned = tmp_path / "anchored.safetensors"
-    lr, scale = 0.05, 0.01
-    with caplog.at_level("INFO", logger="training.vae_trainer"):
-        assert main(["train-vae", "--preset", str(preset_path), "--out", str(tuned), "--work-dir", str(tmp_path / "b"),
-                     "--steps", "2", "--init", str(first), "--anchor-weight", "1", "--encoder-lr-scale", str(scale),
-                     "--lr", str(lr), *small]) == 0
-    # The second step's loss compares the once-updated encoder with the frozen start: the drift is logged.
-    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 2/2")]
-    assert logged and float(logged[0].split(" drift ")[1].split()[0]) > 0
-    before, after = load_file(str(first)), load_file(str(tuned))
-    moved = {k: (after[k] - before[k]).abs().max().item() for k in before}
-    encoder_side = max(v for k, v in moved.items() if k.startswith(("encoder.", "quant_conv.")))
-    decoder_side = max(v for k, v in moved.items() if k.startswith(("decoder.", "post_quant_conv.")))
-    # Adam moves a weight by about the learning rate per step: two steps, with room for its moments.
-    assert encoder_side < 3 * lr * scale < decoder_side
-
-
 def test_write_scale_factor_edits_only_the_vae_table(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text('[mmdit]\nscale_factor = 3.0\n[vae]\nblock_out_channels = [8, 16]\nscale_factor = 1.0   # why\n[text]\n')
     write_scale_factor(path, 0.25)
-    assert path.read_text() == '[mmdit]\nscale_factor = 3.0\n[vae]\nblock_out_channels = [8, 16]\nscale_factor = 0.250000   # why\n[text]\n'
+    assert path.read_text() == '[mmdit]\nscale_factor = 3.0\n[vae]\nblock_out_channels = [8, 16]\nscale_factor = 0.25   # why\n[text]\n'
+    write_scale_factor(path, 0.4686661)
+    assert 'scale_factor = 0.468666   # why' in path.read_text()
+    path.write_text('[vae]\nlatent_channels = 8\n')
+    with pytest.raises(UserError, match=r"no single `scale_factor = ...` line in its \[vae\] table"):
+        write_scale_factor(path, 0.5)
 
 
 def test_text_encoders_train_and_reload(tmp_path):
@@ -259,11 +235,11 @@ def _committed(*paths: str) -> None:
 @pytest.fixture(scope="module")
 def committed_vae_round_trip() -> tuple[np.ndarray, np.ndarray]:
     """A rendered 33-frame clip of a held-out combination and the committed VAE's reconstruction (uint8)."""
-    _committed("vae.safetensors")
+    preset = load_preset("demo")
+    _committed(preset.files.vae.removeprefix("models/demo/"))
     from opensora.loading import load_vae_weights
 
-    preset = load_preset("demo")
-    vae = load_vae_weights(DEMO / "vae.safetensors", preset, torch.float32, "cpu")
+    vae = load_vae_weights(REPO / preset.files.vae, preset, torch.float32, "cpu")
     spec = sample_spec(np.random.default_rng(123), held_out=True, aspect_ratio="1:1")
     clip = to_tensor(render_clip(spec))[None]
     with torch.no_grad():

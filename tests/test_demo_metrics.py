@@ -1,10 +1,9 @@
 """The demo evaluation's pixel measurements are exact on rendered ground truth."""
 
 import numpy as np
-import pytest
 
-from training.demo_metrics import measure, psnr
-from training.shapes_world import HELD_OUT, render_clip, sample_spec
+from training.demo.metrics import measure, psnr
+from training.demo.shapes_world import HELD_OUT, render_clip, sample_spec
 
 
 def test_measurements_match_the_render_parameters():
@@ -34,8 +33,8 @@ def test_psnr():
 
 
 def test_seen_controls_mirror_the_held_out_set_and_have_references():
-    from training.eval_demo import COMBO_SETS, SEEN_CONTROLS, reference_first_frame
-    from training.shapes_world import is_held_out
+    from training.demo.evaluation import COMBO_SETS, SEEN_CONTROLS, reference_first_frame
+    from training.demo.shapes_world import is_held_out
 
     assert COMBO_SETS["held-out"] == HELD_OUT and COMBO_SETS["seen"] == SEEN_CONTROLS
     assert not any(is_held_out(c) for c in SEEN_CONTROLS)
@@ -54,7 +53,7 @@ def test_seen_controls_mirror_the_held_out_set_and_have_references():
 def test_evaluation_runs_the_asked_seeds_and_reports_them(tmp_path):
     """`--first-seed` moves the seed window, so a choice made on seeds 0-7 can be checked on 8-15."""
     from opensora.pipeline import OpenSoraPipeline
-    from training.eval_demo import evaluate
+    from training.demo.evaluation import evaluate
 
     pipe = OpenSoraPipeline.from_preset("demo")
     result = evaluate(pipe, seeds=2, num_steps=2, reference_dir=tmp_path, combos=HELD_OUT[:1], first_seed=5)
@@ -66,11 +65,11 @@ def test_evaluation_runs_the_asked_seeds_and_reports_them(tmp_path):
     assert again["per_video"][0]["fill_ratio"] == result["per_video"][1]["fill_ratio"]
 
 
-def test_evaluation_refuses_an_empty_seed_window(capsys):
-    from training.eval_demo import main
+def test_eval_demo_subcommand_refuses_an_empty_seed_window(capsys):
+    from training.cli import main
 
     for argv in (["--seeds", "0"], ["--first-seed", "-1"]):
-        with pytest.raises(SystemExit) as exit_info:
-            main(argv)
-        assert exit_info.value.code == 2
-    assert "--first-seed >= 0 (got -1)" in capsys.readouterr().err
+        assert main(["eval-demo", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "--seeds must be >= 1 (got 0)" in err and "--first-seed >= 0 (got -1)" in err
+

@@ -14,7 +14,7 @@ import pytest
 from app.training_runs import RunSpec, TrainingRuns
 from studio_app import start_app
 from training.run_lock import lock_holder
-from training.shapes_dataset import write_dataset
+from training.demo.shapes_dataset import write_dataset
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]

@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 from opensora.errors import UserError
 from opensora.pipeline import OpenSoraPipeline
 from opensora.presets import load_preset
-from training.generated_latents import generate, load_pairs
-from training.shapes_world import DEFAULT_NUM_FRAMES
+from training.demo.generated_latents import generate
+from training.demo.latent_pairs import load_pairs
+from training.demo.shapes_world import DEFAULT_NUM_FRAMES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ def test_pairs_keep_their_clip_spec_start_step_and_latent_shape(tiny_pipe, tmp_p
 
 
 def test_workers_write_the_same_pairs_as_one_process(tiny_pipe, tmp_path):
-    from training.generated_latents import generate_with_workers
+    from training.demo.generated_latents import generate_with_workers
 
     one = generate(tiny_pipe, tmp_path / "one.safetensors", num=3, seed=4, first_step=1, last_step=3)
     two = generate_with_workers(tiny_pipe.preset, "cpu", 2, tmp_path / "two.safetensors", num=3, seed=4,
@@ -62,7 +63,8 @@ def test_bad_start_steps_and_a_missing_file_say_what_is_allowed(tiny_pipe, tmp_p
 
 def test_decoder_trains_on_generated_latents_and_the_encoder_stays(tiny_pipe, tmp_path):
     from training.cli import main
-    from training.vae_trainer import VAETrainConfig, train_vae
+    from training.demo.vae_config import VAETrainConfig
+    from training.demo.vae_trainer import train_vae
 
     pairs = generate(tiny_pipe, tmp_path / "pairs.safetensors", num=2, seed=1, first_step=2, last_step=3)
     preset = tmp_path / "tiny.toml"
@@ -89,7 +91,8 @@ def test_decoder_trains_on_generated_latents_and_the_encoder_stays(tiny_pipe, tm
 
 
 def test_pair_batches_crop_latents_and_pixels_alike(tiny_pipe, tmp_path):
-    from training.vae_trainer import PairBatch, RenderedBatches, VAEBatch, VAETrainConfig
+    from training.demo.vae_batches import PairBatch, RenderedBatches, VAEBatch
+    from training.demo.vae_config import VAETrainConfig
 
     pairs = load_pairs(generate(tiny_pipe, tmp_path / "pairs.safetensors", num=2, seed=2, first_step=3, last_step=3))
     config = tiny_pipe.preset.vae

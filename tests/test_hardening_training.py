@@ -16,7 +16,7 @@ from conftest import REPO
 from opensora.errors import UserError
 from training.cli import main as training_main
 from training.run_lock import LOCK_FILE, lock_holder
-from training.shapes_dataset import write_dataset
+from training.demo.shapes_dataset import write_dataset
 
 
 @pytest.fixture(scope="module")

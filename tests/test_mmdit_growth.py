@@ -13,7 +13,7 @@ from opensora.models.mmdit_convert import official_to_diffusers
 from opensora.presets import PRESET_DIR, load_preset
 from opensora.sampling.packing import image_position_ids
 from training.cli import main
-from training.mmdit_growth import count_single_blocks, grow_single_blocks
+from training.demo.mmdit_growth import count_single_blocks, grow_single_blocks
 
 SMALL = load_preset("tiny-random").mmdit  # 2 single blocks
 

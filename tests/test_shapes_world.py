@@ -7,8 +7,8 @@ import pytest
 
 from opensora.io.video import probe_video
 from training.cli import main as training_main
-from training.shapes_dataset import write_dataset
-from training.shapes_world import (
+from training.demo.shapes_dataset import write_dataset
+from training.demo.shapes_world import (
     BACKGROUNDS,
     COLOURS,
     HELD_OUT,

@@ -28,7 +28,7 @@ from training.checkpointing import COMPLETE_MARKER, complete_checkpoints
 from training.cli import build_parser
 from training.cli import main as training_main
 from training.metrics import read_jsonl
-from training.shapes_dataset import write_dataset
+from training.demo.shapes_dataset import write_dataset
 
 BUCKETS = """
 fps = 12

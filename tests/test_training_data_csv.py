@@ -9,7 +9,7 @@ import pytest
 import training.dataset_csv as dataset_csv
 from opensora.errors import UserError
 from training.dataset_csv import IMAGE_FPS, load_dataset_csv, probe_cache_path
-from training.shapes_dataset import write_dataset
+from training.demo.shapes_dataset import write_dataset
 
 
 @pytest.fixture(scope="module")

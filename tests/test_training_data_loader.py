@@ -11,7 +11,7 @@ import torch
 from opensora.errors import UserError
 from opensora.io.video import write_video
 from training.buckets import bucket_config_from_dict, load_bucket_config
-from training.shapes_dataset import write_dataset
+from training.demo.shapes_dataset import write_dataset
 from training.video_dataset import collate_samples, make_dataloader
 from training.video_transforms import resize_center_crop
 

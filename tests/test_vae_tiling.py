@@ -26,7 +26,7 @@ def test_default_decode_is_untiled_in_time(tiny_pipeline, demo_vae):
 
 def test_tiled_decode_is_close_to_the_official_one(demo_vae):
     """A demo-world clip (49 frames: three overlapping chunks) through the demo VAE."""
-    from training.shapes_world import render_clip, sample_spec
+    from training.demo.shapes_world import render_clip, sample_spec
 
     spec = sample_spec(np.random.default_rng(3), num_frames=49, aspect_ratio="1:1", frame_sizes={"1:1": (64, 64)})
     clip = torch.from_numpy(render_clip(spec)).float().permute(3, 0, 1, 2)[None] / 127.5 - 1

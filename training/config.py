@@ -18,15 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from opensora.errors import UserError
+from opensora.generation_settings import SEED_MAX
+from opensora.presets import DEFAULT_CKPT_DIR, PRESET_DIR
 
-# Kept free of torch/diffusers imports so `--help` is instant. Same folder as opensora.presets.
-PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+# Kept free of torch/diffusers imports so `--help` is instant.
 
 INITS = ("preset", "random")
 MODES = ("lora", "full")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine", "linear")  # shape after the warmup
-SEED_MAX = 2**32 - 1
+SCHEDULER_NAMES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}  # diffusers' names
 DEVICES = ("auto", "cpu", "cuda")
 
 # diffusers' names of the MMDiT's attention projections: image and text streams of the
@@ -56,12 +57,8 @@ class LossConfig:
     logit_normal_std: float = 1.0
     # x0 is a fresh VAE posterior sample each step (official) or, false, the posterior mean: when
     # the VAE's decoder ignores its posterior noise, a sample only adds to the target noise that the
-    # MMDiT cannot predict (training/README.md, runs 15-16).
+    # MMDiT cannot predict (training/demo/HISTORY.md, runs 15-16).
     posterior_sample: bool = True
-    # Latent cells on an object's outline weigh 1 + outline_weight in the loss (0: plain MSE, the
-    # official loss); the eval loss stays plain MSE so runs compare. On the demo model it did not
-    # help (training/README.md, run 21).
-    outline_weight: float = 0.0
     # Motion score written into captions of rows without a motion_score column; -1: the preset's
     # sampler default, so training sees the same "<p>. <fps> FPS. <m> motion score." as sampling.
     motion_score: int = -1
@@ -136,7 +133,7 @@ class TrainConfig:
     data: str = ""  # training CSV (path,text[,num_frames,height,width,fps,motion_score])
     output_dir: str = ""
     buckets: str = ""  # bucket table: presets/buckets-NAME.toml, NAME or a path; "": the preset's own (preset_bucket_table)
-    ckpt_dir: str = "ckpts"  # official checkpoints, for official presets
+    ckpt_dir: str = DEFAULT_CKPT_DIR  # official checkpoints, for official presets
     mode: str = "lora"  # "lora" or "full"
     init: str = "preset"  # "preset": start from the preset's MMDiT weights; "random": from scratch (full mode)
     steps: int = 1000  # optimizer steps in total (a resumed run counts from its checkpoint)
@@ -288,7 +285,6 @@ def validate(config: TrainConfig) -> TrainConfig:
     _check("loss.text_dropout", loss.text_dropout, 0, 1)
     _check("loss.logit_normal_std", loss.logit_normal_std, 0, 10, low_open=True)
     _check("loss.logit_normal_mean", loss.logit_normal_mean, -10, 10)
-    _check("loss.outline_weight", loss.outline_weight, 0, 100)
     if loss.motion_score != -1:
         _check("loss.motion_score (-1 = preset default)", loss.motion_score, 1, 15)
 

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from opensora.checkpoints import checkpoint_root
+from opensora.devices import DTYPES as DTYPES_BY_NAME
 from opensora.errors import UserError
 from opensora.loading import load_components
 from opensora.io.outputs import save_safetensors_atomic
@@ -50,11 +51,10 @@ from opensora.sampling.packing import image_position_ids, pack
 from training import checkpointing
 from training.checkpointing import CheckpointData, CheckpointSaver
 from training.conditioning import condition_from_clean_latent, draw_cond_types, fitting_cond_type
-from training.config import TrainConfig, bucket_config_path, preset_bucket_table
+from training.config import MIXED_PRECISION, SCHEDULER_NAMES, TrainConfig, bucket_config_path, preset_bucket_table
 from training.flow_matching import (
     flow_matching_loss,
     noisy_latent,
-    outline_weight_map,
     sample_timesteps,
     shift_timesteps,
     timestep_shift,
@@ -89,8 +89,8 @@ log = logging.getLogger(__name__)
 
 OUTPUT_FILES = {"lora": "lora.safetensors", "full": "model.safetensors"}
 WEIGHT_STEMS = {"lora": "lora", "full": "model"}  # the weights file inside a checkpoint folder
-SCHEDULER_NAMES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
-DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# accelerate's mixed-precision names -> the dtype the frozen parts run in (opensora's dtype names)
+DTYPES = {name: DTYPES_BY_NAME["fp32" if name == "no" else name] for name in MIXED_PRECISION}
 EVAL_TIMES = (0.2, 0.4, 0.6, 0.8)  # unshifted flow times the fixed eval batch is scored at
 MAX_EMPTY_EPOCHS = 2  # epochs in a row without a single batch -> the data cannot train
 
@@ -389,8 +389,7 @@ class Trainer:
         pred = mmdit_forward(self.model, pack(x_t, p), cond, txt, y_vec, times, img_ids)
         # pack(masks) puts a frame's mask value in every feature of its tokens: feature 0 is enough.
         keep = None if c.loss.include_conditioned_frames else 1 - pack(masks, p)[..., 0]
-        outline = pack(outline_weight_map(x0, c.loss.outline_weight), p) if c.loss.outline_weight > 0 else None
-        return flow_matching_loss(pred, pack(target, p), keep, outline), b
+        return flow_matching_loss(pred, pack(target, p), keep), b
 
     def _captions(self, batch: dict, generator: torch.Generator) -> list[str]:
         """The inference prompt form ("<text>. <fps> FPS. <m> motion score.") so training and

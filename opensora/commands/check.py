@@ -8,11 +8,11 @@ uses), else 1.
 
 import argparse
 
-DEFAULT_CKPT_DIR = "ckpts"
+from opensora.presets import DEFAULT_CKPT_DIR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt-dir", "--ckpt_dir", dest="ckpt_dir", default=str(DEFAULT_CKPT_DIR),
+    parser.add_argument("--ckpt-dir", "--ckpt_dir", dest="ckpt_dir", default=DEFAULT_CKPT_DIR,
                         help="folder with the official checkpoints (default ./ckpts)")
     parser.add_argument("--preset", default=None, help="check one preset (default: every preset with files)")
 

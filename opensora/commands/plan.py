@@ -6,6 +6,7 @@
 import argparse
 from pathlib import Path
 
+from opensora.presets import DEFAULT_CKPT_DIR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp8-mmdit", action="store_true", help="MMDiT weights stored in fp8")
     parser.add_argument("--vram-gb", type=float, default=None, help="GPU memory to fit in, GiB (default: the detected GPU's)")
     parser.add_argument("--ram-gb", type=float, default=None, help="host RAM to fit in, GiB (default: what is available now)")
-    parser.add_argument("--ckpt-dir", default="ckpts", help="checkpoint folder (the text encoders' config.json, if present)")
+    parser.add_argument("--ckpt-dir", default=DEFAULT_CKPT_DIR, help="checkpoint folder (the text encoders' config.json, if present)")
 
 
 def check_frames(num_frames: int, max_frames: int) -> int:

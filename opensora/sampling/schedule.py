@@ -18,13 +18,20 @@ def shift_alpha(tokens_per_frame: int, latent_frames: int) -> float:
     return (slope * tokens_per_frame + intercept) * math.sqrt(latent_frames)
 
 
+def shift_factor(tokens_per_frame: int, latent_frames: int, shift: bool = True, flow_shift: float | None = None) -> float:
+    """The alpha of t' = alpha t / (1 + (alpha - 1) t) for a latent of this size: 1 with shifting off,
+    the preset's fixed `flow_shift` when it has one, else the official resolution/length rule. The
+    sampler's schedule and the trainer's timesteps (training/flow_matching.py) both use it."""
+    if not shift:
+        return 1.0
+    return float(flow_shift) if flow_shift is not None else shift_alpha(tokens_per_frame, latent_frames)
+
+
 def make_scheduler(
     num_steps: int, tokens_per_frame: int, latent_frames: int, shift: bool = True, flow_shift: float | None = None
 ) -> FlowMatchEulerDiscreteScheduler:
     """A scheduler whose `sigmas` (num_steps + 1 values, last 0) are the official timesteps."""
-    alpha = 1.0
-    if shift:
-        alpha = flow_shift if flow_shift is not None else shift_alpha(tokens_per_frame, latent_frames)
+    alpha = shift_factor(tokens_per_frame, latent_frames, shift, flow_shift)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=alpha)
     scheduler.set_timesteps(sigmas=torch.linspace(1, 0, num_steps + 1)[:-1].tolist())
     return scheduler

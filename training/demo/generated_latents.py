@@ -6,42 +6,31 @@ but carries what the MMDiT leaves in its samples: specks of colour, small holes,
 `train-vae --train decoder --generated-latents FILE` teaches the decoder to draw the rendered clip
 from such latents. The encoder, its latents and the MMDiT stay as they are.
 
-The file holds tensors `latent.<i>` (unscaled: what `vae.model.decode` takes) and metadata
-`specs`, one ClipSpec per pair with its `start_step`. Pair i comes from `(seed, i)` alone.
+The file format is training/demo/latent_pairs.py. Pair i comes from `(seed, i)` alone.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from opensora.errors import UserError
-from opensora.io.outputs import save_safetensors_atomic
 from opensora.pipeline import OpenSoraPipeline
 from opensora.presets import Preset
 from opensora.prompts import model_prompt
 from opensora.refine.shapes_world import shapes_world_caption
 from opensora.sampling.denoise import GuidanceOptions
-from training.shapes_world import ClipSpec, render_clip, sample_spec
-from training.vae_trainer import to_tensor
+from training.demo.clips import to_tensor
+from training.demo.latent_pairs import GeneratedPair, write_pairs
+from training.demo.shapes_world import DEFAULT_NUM_FRAMES, ClipSpec, render_clip, sample_spec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GeneratedPair:
-    spec: ClipSpec
-    latent: torch.Tensor  # (C, T, h, w), unscaled
-    start_step: int
 
 
 def check_start_steps(first: int, last: int, num_steps: int) -> None:
@@ -51,11 +40,12 @@ def check_start_steps(first: int, last: int, num_steps: int) -> None:
 
 
 @torch.no_grad()
-def generate_pair(pipe: OpenSoraPipeline, seed: int, index: int, first_step: int, last_step: int) -> GeneratedPair:
-    """Render a training clip, noise its posterior mean to a start step drawn from first..last and
-    let the MMDiT denoise the rest of the schedule (t2v, the preset's sampler settings)."""
+def generate_pair(pipe: OpenSoraPipeline, seed: int, index: int, first_step: int, last_step: int,
+                  num_frames: int = DEFAULT_NUM_FRAMES) -> GeneratedPair:
+    """Render a training clip of `num_frames`, noise its posterior mean to a start step drawn from
+    first..last and let the MMDiT denoise the rest of the schedule (t2v, the preset's sampler settings)."""
     rng = np.random.default_rng([seed, index])
-    spec = sample_spec(rng, held_out=False)
+    spec = sample_spec(rng, held_out=False, num_frames=num_frames)
     start_step = int(rng.integers(first_step, last_step + 1))
     sampler = pipe.preset.sampler
     scale = pipe.vae.config.scale_factor
@@ -74,20 +64,21 @@ def generate_pair(pipe: OpenSoraPipeline, seed: int, index: int, first_step: int
     return GeneratedPair(spec, (latent[0] / scale).float().cpu(), start_step)
 
 
-def generate(pipe: OpenSoraPipeline, out: str | Path, num: int, seed: int, first_step: int, last_step: int) -> Path:
+def generate(pipe: OpenSoraPipeline, out: str | Path, num: int, seed: int, first_step: int, last_step: int,
+             num_frames: int = DEFAULT_NUM_FRAMES) -> Path:
     """Write `num` pairs to the .safetensors file `out` (atomically)."""
     check_count(num)
     check_start_steps(first_step, last_step, pipe.preset.sampler.num_steps)
     started = time.perf_counter()
     pairs = []
     for index in range(num):
-        pairs.append(generate_pair(pipe, seed, index, first_step, last_step))
+        pairs.append(generate_pair(pipe, seed, index, first_step, last_step, num_frames))
         log_progress(len(pairs), num, started)
     return write_pairs(pairs, out)
 
 
 def generate_with_workers(preset: Preset, device: str, workers: int, out: str | Path, num: int, seed: int,
-                          first_step: int, last_step: int) -> Path:
+                          first_step: int, last_step: int, num_frames: int = DEFAULT_NUM_FRAMES) -> Path:
     """`generate` split over `workers` processes, each with its own pipeline on `device` (a GPU keeps
     several busy: one sampler alone leaves it mostly idle). Pair i still comes from (seed, i) alone."""
     check_count(num)
@@ -100,7 +91,7 @@ def generate_with_workers(preset: Preset, device: str, workers: int, out: str | 
     # spawn, not fork: CUDA cannot be used in a forked child.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=load_worker_pipeline,
                              initargs=(preset, device)) as pool:
-        for chunk in pool.map(worker_pairs, chunks, [(seed, first_step, last_step)] * len(chunks)):
+        for chunk in pool.map(worker_pairs, chunks, [(seed, first_step, last_step, num_frames)] * len(chunks)):
             for spec, latent, start_step in chunk:
                 pairs.append(GeneratedPair(spec, torch.from_numpy(latent), start_step))
                 log_progress(len(pairs), num, started)
@@ -117,9 +108,9 @@ def load_worker_pipeline(preset: Preset, device: str) -> None:
     _worker_pipeline = OpenSoraPipeline.from_preset(preset, device=device)
 
 
-def worker_pairs(indices: range, settings: tuple[int, int, int]) -> list[tuple[ClipSpec, np.ndarray, int]]:
-    seed, first_step, last_step = settings
-    pairs = [generate_pair(_worker_pipeline, seed, index, first_step, last_step) for index in indices]
+def worker_pairs(indices: range, settings: tuple[int, int, int, int]) -> list[tuple[ClipSpec, np.ndarray, int]]:
+    seed, first_step, last_step, num_frames = settings
+    pairs = [generate_pair(_worker_pipeline, seed, index, first_step, last_step, num_frames) for index in indices]
     return [(pair.spec, pair.latent.numpy(), pair.start_step) for pair in pairs]
 
 
@@ -131,23 +122,3 @@ def check_count(num: int) -> None:
 def log_progress(done: int, num: int, started: float) -> None:
     if done % 50 == 0:
         log.info("%d of %d pairs, %.2f s per pair", done, num, (time.perf_counter() - started) / done)
-
-
-def write_pairs(pairs: list[GeneratedPair], out: str | Path) -> Path:
-    tensors = {f"latent.{index}": pair.latent.contiguous() for index, pair in enumerate(pairs)}
-    specs = [{**pair.spec.to_dict(), "start_step": pair.start_step} for pair in pairs]
-    save_safetensors_atomic(tensors, Path(out), {"specs": json.dumps(specs)})
-    return Path(out)
-
-
-def load_pairs(path: str | Path) -> list[GeneratedPair]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no generated latents at {path}; make them with `python -m training generate-latents`")
-    with safe_open(str(path), framework="pt") as f:
-        rows = json.loads(f.metadata()["specs"])
-        pairs = []
-        for index, row in enumerate(rows):
-            start_step = row.pop("start_step")
-            pairs.append(GeneratedPair(ClipSpec(**row), f.get_tensor(f"latent.{index}"), start_step))
-    return pairs

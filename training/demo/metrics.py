@@ -1,6 +1,6 @@
 """Measure a shapes-world video from its pixels: background, object colour, shape and motion.
 
-Used by `python -m training.eval_demo` (held-out accuracy of the demo model) and its tests; the
+Used by `python -m training.demo.evaluation` (held-out accuracy of the demo model) and its tests; the
 same measurements on rendered ground-truth clips must be perfect.
 """
 
@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from training.shapes_world import BACKGROUNDS, COLOURS
+from training.demo.shapes_world import BACKGROUNDS, COLOURS
 
 FOREGROUND_DISTANCE = 60  # max |channel difference| from the background that counts as object
 STILL_FRACTION = 0.12  # centroid travel below this share of the frame = standing still (moving >= 1/3)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from opensora.errors import UserError
 from opensora.io.video import write_video
-from training.shapes_world import DEFAULT_FPS, DEFAULT_NUM_FRAMES, caption, render_clip, sample_spec
+from training.demo.shapes_world import DEFAULT_FPS, DEFAULT_NUM_FRAMES, caption, render_clip, sample_spec
 
 CSV_COLUMNS = ("path", "text", "num_frames", "height", "width", "fps", "aspect_ratio")
 

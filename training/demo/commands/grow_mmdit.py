@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
-from opensora.io.outputs import save_safetensors_atomic
-from opensora.presets import load_preset
-from training.commands.mmdit_weights_file import read_mmdit_weights
-from training.mmdit_growth import count_single_blocks, grow_single_blocks
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    state = read_mmdit_weights(args.weights)
+    from opensora.io.atomic import save_safetensors_atomic
+    from opensora.presets import load_preset
+    from training.demo.mmdit_growth import count_single_blocks, grow_single_blocks
+    from training.demo.weight_shards import read_weights
+
+    state, _ = read_weights(Path(args.weights), "MMDiT weights")
     target = load_preset(args.preset).mmdit
     grown = grow_single_blocks(state, target, args.seed)
     save_safetensors_atomic(grown, args.out)

@@ -10,8 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
+from opensora.errors import UserError
 from opensora.presets import load_preset
-from training.text_encoder_trainer import TextTrainConfig, train_text_encoders
+from training.demo.text_encoder_config import TextTrainConfig
 
 DEFAULTS = TextTrainConfig()
 
@@ -29,9 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.demo.text_encoder_trainer import train_text_encoders
+
     preset = load_preset(args.preset)
     if preset.mmdit.context_in_dim != preset.mmdit.vec_in_dim:
-        raise ValueError("one width for both encoders: context_in_dim must equal vec_in_dim")
+        raise UserError(f"preset {preset.name}: [mmdit] context_in_dim {preset.mmdit.context_in_dim} and vec_in_dim "
+                        f"{preset.mmdit.vec_in_dim} differ; the demo encoders have one width for both, so they must be equal")
     cfg = TextTrainConfig(steps=args.steps, seed=args.seed, num_captions=args.num_captions, threads=args.threads,
                           width=preset.mmdit.context_in_dim, text=preset.text,
                           warmup_steps=min(DEFAULTS.warmup_steps, max(args.steps // 10, 1)))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast,
 from opensora.models.text_encoders import SPECIAL_TOKENS, TextConfig
 from opensora.prompts import model_prompt
 from opensora.refine.shapes_world import shapes_world_caption
-from training.shapes_world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, Combo, caption, sample_spec
+from training.demo.shapes_world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, Combo, caption, sample_spec
+from training.demo.text_encoder_config import TextTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +40,6 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 UNSPECIFIED = -1  # label of an attribute the caption does not mention
 _BACKGROUND_WORDS = {"black": "black", "gray": "gray", "grey": "gray"}
-
-
-@dataclass
-class TextTrainConfig:
-    steps: int = 600
-    batch_size: int = 64
-    lr: float = 3e-3
-    warmup_steps: int = 30
-    weight_decay: float = 0.01
-    num_captions: int = 6000  # training pool (rendered-caption phrasings + canonical captions)
-    eval_captions: int = 400  # captions of held-out combinations
-    fps: int = 12
-    motion_score: int = 4
-    other_score_fraction: float = 0.2  # captions with a random motion score 1..15 instead of 4
-    width: int = 64  # T5 d_model = MMDiT context_in_dim; CLIP hidden = vec_in_dim
-    layers: int = 2
-    heads: int = 2
-    ff: int = 128
-    seed: int = 0
-    threads: int = 1
-    text: TextConfig = field(default_factory=lambda: TextConfig(t5_max_length=24, clip_max_length=24))
 
 
 # --------------------------------------------------------------------------- captions

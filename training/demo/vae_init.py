@@ -1,7 +1,7 @@
 """Start the demo VAE as a colour-preserving block-mean autoencoder instead of from random weights.
 
 Trained from random weights at demo width, the HunyuanVideo VAE learns shapes but washes every
-object out to grey (training/README.md, "Demo model"). This initialisation gives it, before the
+object out to grey (training/demo/HISTORY.md, "VAE"). This initialisation gives it, before the
 first step, an exact linear path for colour: the encoder averages RGB over each 4x8x8 latent cell
 (the causal grouping: frame 0 alone, then groups of 4) into latent channels 0-2, and the decoder
 copies that back with nearest upsampling. Every residual branch and attention output starts at
@@ -23,7 +23,10 @@ import math
 import torch
 from torch import nn
 
+from opensora.errors import UserError
+
 SIGNAL = 3  # rgb channels 0-2 carry the colour, channels 3-5 carry -rgb
+LOGVAR = -6.0  # posterior log-variance of the block-mean init: a nearly deterministic latent to start from
 
 
 def _zero(module: nn.Module) -> None:
@@ -118,13 +121,14 @@ def _zero_attention(mid_block: nn.Module) -> None:
             _zero(attention.to_out[0])
 
 
-def init_block_mean_vae(model: nn.Module, level: float = 8.0, silu_bias: float = 6.0, logvar: float = -6.0) -> None:
+def init_block_mean_vae(model: nn.Module, level: float = 8.0, silu_bias: float = 6.0) -> None:
     """Overwrite a diffusers AutoencoderKLHunyuanVideo (3 RGB channels, time compression 4) in place."""
     config = model.config
     widths, groups = tuple(config.block_out_channels), config.norm_num_groups
     if min(widths) // groups < 2 * SIGNAL + 2:
-        raise ValueError(f"norm_num_groups={groups} leaves {min(widths) // groups} channels per group; "
-                         f"the block-mean init needs >= {2 * SIGNAL + 2}")
+        raise UserError(f"norm_num_groups={groups} leaves {min(widths) // groups} channels per group; "
+                        f"the block-mean init needs >= {2 * SIGNAL + 2} (norm_num_groups <= "
+                        f"{min(widths) // (2 * SIGNAL + 2)} at block_out_channels {list(widths)})")
     refs = _reference_channels(widths, groups)
     latent = config.latent_channels
     encoder, decoder = model.encoder, model.decoder
@@ -140,7 +144,7 @@ def init_block_mean_vae(model: nn.Module, level: float = 8.0, silu_bias: float =
     _zero_attention(encoder.mid_block)
     _read_out(encoder.conv_norm_out, encoder.conv_out.conv, latent, refs, level, silu_bias)
     with torch.no_grad():
-        encoder.conv_out.conv.bias[latent:] = logvar  # a nearly deterministic posterior to start from
+        encoder.conv_out.conv.bias[latent:] = LOGVAR
 
     for conv in (model.quant_conv, model.post_quant_conv):
         _identity_conv(conv, conv.in_channels)
@@ -156,70 +160,3 @@ def init_block_mean_vae(model: nn.Module, level: float = 8.0, silu_bias: float =
         for up in block.upsamplers or []:
             _identity_conv(up.conv.conv, up.conv.conv.in_channels)
     _read_out(decoder.conv_norm_out, decoder.conv_out.conv, 3, refs, level, silu_bias)
-
-
-def _channel_stats(vae, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per latent channel mean and std of the posterior means of `clips` (N, 3, T, H, W)."""
-    means = torch.cat([vae.moments(clip[None])[0] for clip in clips])
-    flat = means.transpose(0, 1).flatten(1)
-    return flat.mean(dim=1), flat.std(dim=1)
-
-
-def _reparametrise_channel(model: nn.Module, channel: int, factor: float, shift: float, scale_noise: bool) -> None:
-    """Make latent `channel` read factor * (z - shift) and the decoder undo it (1x1 quant convs).
-
-    With `scale_noise` the posterior std is scaled too: the same distribution in new units.
-    Without it only the mean moves, so the signal rises against an unchanged noise.
-    """
-    latent = model.config.latent_channels
-    model.quant_conv.bias[channel] -= shift
-    model.quant_conv.weight[channel] *= factor
-    model.quant_conv.bias[channel] *= factor
-    if scale_noise:
-        model.quant_conv.bias[latent + channel] += 2 * math.log(factor)  # log-variance
-    weight = model.post_quant_conv.weight
-    model.post_quant_conv.bias += weight[:, channel, 0, 0, 0] * shift
-    weight[:, channel] /= factor
-
-
-def wake_latent_channels(vae, clips: torch.Tensor, target_std: float) -> dict[int, float]:
-    """Lift latent channels that carry almost no signal to `target_std`; returns {channel: factor}.
-
-    The block-mean init starts latent channels 3+ at zero weights. After 1200 steps their posterior
-    means still varied by only 0.01-0.03 against a posterior noise of ~0.05: the decoder cannot
-    read them through the noise, so the encoder has no reason to fill them, and the latent holds
-    little more than each cell's mean colour (no corners, no triangle tips). Scaling such a
-    channel's mean by s in `quant_conv` and by 1/s in `post_quant_conv` decodes the posterior mean
-    exactly as before while its signal now stands far above the noise, so training can use it.
-    A channel counts as quiet when its std over `clips` is below a tenth of `target_std`; one with
-    no signal at all (exactly zero, as straight after the block-mean init) has nothing to lift.
-    """
-    factors = {}
-    with torch.no_grad():
-        _, stds = _channel_stats(vae, clips)
-        for c, std in enumerate(stds.tolist()):
-            if 0 < std < target_std / 10:
-                factors[c] = target_std / std
-                _reparametrise_channel(vae.model, c, factors[c], shift=0.0, scale_noise=False)
-    return factors
-
-
-def standardize_latent_channels(vae, clips: torch.Tensor, channels: list[int]) -> dict[int, tuple[float, float]]:
-    """Centre `channels` and give them the mean std of the other channels; returns {c: (shift, factor)}.
-
-    Woken channels come out of training wherever the loss left them (a mean of 71 and a std of 10
-    on the demo VAE), while the colour channels keep their scale. An exact reparametrisation of
-    the posterior (mean and std together, undone by `post_quant_conv`) puts them on the colour
-    channels' scale, so one scale_factor suits every channel and an MMDiT trained on the colour
-    channels sees them unchanged.
-    """
-    result = {}
-    with torch.no_grad():
-        means, stds = _channel_stats(vae, clips)
-        others = [c for c in range(len(stds)) if c not in channels]
-        target = stds[others].mean().item()
-        for c in channels:
-            shift, factor = means[c].item(), target / stds[c].item()
-            _reparametrise_channel(vae.model, c, factor, shift, scale_noise=True)
-            result[c] = (shift, factor)
-    return result

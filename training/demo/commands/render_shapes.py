@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from training.shapes_dataset import write_dataset
-from training.shapes_world import DEFAULT_FPS, DEFAULT_NUM_FRAMES
+from training.demo.shapes_world import DEFAULT_FPS, DEFAULT_NUM_FRAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.demo.shapes_dataset import write_dataset
+
     started = time.perf_counter()
     csv_path = write_dataset(
         args.out,

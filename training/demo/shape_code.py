@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from training.shapes_world import SHAPES
+from training.demo.shapes_world import SHAPES
 
 SHAPE_CODE_AMPLITUDE = 1.5  # in the MMDiT's units (latents x scale_factor, about unit variance)
 

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
 from opensora.errors import UserError
+from opensora.presets import PRESET_DIR
+from opensora.refine import shapes_world as vocabulary
+from opensora.refine.shapes_world import MOTIONS, SHAPES  # noqa: F401 - the words live there, re-exported
 from training.buckets import load_bucket_config
 
-COLOURS: dict[str, tuple[int, int, int]] = {
+# The words (and their order, which seeds draw from) come from the prompt normaliser's vocabulary;
+# here only how each looks.
+_RGB = {
     "red": (230, 30, 30),
     "green": (30, 200, 30),
     "blue": (40, 60, 230),
@@ -30,14 +34,15 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (150, 50, 200),
     "orange": (250, 140, 20),
     "cyan": (30, 210, 220),
+    "black": (0, 0, 0),
+    "gray": (110, 110, 110),
 }
-SHAPES = ("circle", "square", "triangle")
-MOTIONS = ("left", "right", "up", "down", "still")
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {"black": (0, 0, 0), "gray": (110, 110, 110)}
+COLOURS: dict[str, tuple[int, int, int]] = {name: _RGB[name] for name in vocabulary.COLOURS}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {name: _RGB[name] for name in vocabulary.BACKGROUNDS}
 
 DEFAULT_NUM_FRAMES = 33
 DEFAULT_FPS = 12.0
-DEMO_BUCKETS_PATH = Path(__file__).resolve().parent.parent / "presets" / "buckets-demo.toml"
+DEMO_BUCKETS_PATH = PRESET_DIR / "buckets-demo.toml"
 
 MIN_TRAVEL_FRACTION = 1 / 3  # a moving object crosses at least this much of the frame
 SIZE_FRACTION_RANGE = (0.2, 0.32)  # object size relative to the shorter frame side

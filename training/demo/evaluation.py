@@ -1,8 +1,8 @@
-"""Held-out evaluation of the bundled demo model: `python -m training.eval_demo`.
+"""Held-out evaluation of the bundled demo model (`python -m training eval-demo`).
 
 Generates videos for the (colour, shape, motion, background) combinations the training renderer
-never produced (`training.shapes_world.HELD_OUT`), measures each from its pixels
-(`training.demo_metrics.measure`) and prints one JSON object with the accuracies:
+never produced (`training.demo.shapes_world.HELD_OUT`), measures each from its pixels
+(`training.demo.metrics.measure`) and returns the accuracies:
 
 - colour: nearest palette colour of the object's pixels equals the prompt's;
 - shape: fill ratio of the object's bounding box closest to the prompt's shape;
@@ -16,8 +16,6 @@ with the held-out set's shapes, motions and backgrounds: a score that is low on 
 rendering problem, one that is low only on the held-out set a failure to combine.
 """
 
-import argparse
-import json
 import statistics
 import time
 
@@ -26,8 +24,8 @@ import torch
 
 from opensora.pipeline import OpenSoraPipeline
 from opensora.refine import prepare_prompt, shapes_world_caption
-from training.demo_metrics import measure, psnr
-from training.shapes_world import COLOURS, HELD_OUT, ClipSpec, Combo, is_held_out, render_clip, sample_spec
+from training.demo.metrics import measure, psnr
+from training.demo.shapes_world import COLOURS, HELD_OUT, ClipSpec, Combo, is_held_out, render_clip, sample_spec
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -111,31 +109,3 @@ def evaluate(
         "per_video": rows,
         "i2v": i2v_rows,
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    import tempfile
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="demo", help="model preset (default demo)")
-    parser.add_argument("--seeds", type=int, default=2, help="videos per combination")
-    parser.add_argument("--first-seed", type=int, default=0,
-                        help="seeds FIRST_SEED ... FIRST_SEED + SEEDS - 1: fresh seeds check a choice made on others")
-    parser.add_argument("--num-steps", type=int, default=None, help="sampling steps (preset default)")
-    parser.add_argument("--combos", choices=sorted(COMBO_SETS), default="held-out",
-                        help="held-out (default): combinations training never rendered; seen: SEEN_CONTROLS")
-    parser.add_argument("--summary", action="store_true", help="print only the accuracies, not every video")
-    args = parser.parse_args(argv)
-    if args.seeds < 1 or args.first_seed < 0:
-        parser.error(f"--seeds must be >= 1 (got {args.seeds}) and --first-seed >= 0 (got {args.first_seed})")
-    pipe = OpenSoraPipeline.from_preset(args.preset)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = evaluate(pipe, args.seeds, args.num_steps, Path(tmp), COMBO_SETS[args.combos], args.first_seed)
-    if args.summary:
-        result = {k: v for k, v in result.items() if k not in ("per_video", "i2v")}
-    print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main()
