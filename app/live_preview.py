@@ -7,6 +7,8 @@ the generate endpoints keep returning the same values to API clients.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -22,9 +24,11 @@ WAIT_FOR_JOB_S = 30.0  # a click whose request fails before it is queued leaves 
 
 
 def preview_dir() -> Path:
-    """This app's folder for preview files: in the system temp folder, which Gradio may serve from
-    (the job's PreviewFiles keep only the newest few)."""
-    return Path(tempfile.mkdtemp(prefix="opensora-preview-"))
+    """This app's folder for preview files, removed at exit: in the system temp folder, which Gradio
+    may serve from (each job's PreviewFiles keep only the newest few)."""
+    folder = Path(tempfile.mkdtemp(prefix="opensora-preview-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def preview_image() -> gr.Image:

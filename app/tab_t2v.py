@@ -96,8 +96,8 @@ def wire_generate(result: ResultColumn, handler: GenerateHandler, fn, inputs, ap
     click of one's own, waits behind the first in the queue (the Queue tab shows them all)."""
     # Two listeners of the same click: the job's inputs are read at the click itself (a chained
     # step would read them later, after the user may have typed the next prompt).
-    result.generate.click(lambda: ("", ""), None, [result.cancel_note, result.status], queue=False,
-                          api_visibility="private", trigger_mode="multiple", show_progress="hidden")
+    cleared = result.generate.click(lambda: ("", ""), None, [result.cancel_note, result.status], queue=False,
+                                    api_visibility="private", trigger_mode="multiple", show_progress="hidden")
     event = result.generate.click(
         fn, inputs, [result.video, result.samples, result.status, result.seed_used, result.image_path],
         # No limit: each event only queues its job and waits for it; the job queue's worker runs
@@ -113,11 +113,12 @@ def wire_generate(result: ResultColumn, handler: GenerateHandler, fn, inputs, ap
                api_visibility="private", queue=False, show_progress="hidden")
     if result.preview is not None:
         # Its own private generator event follows the session's job, so the endpoint's values stay as they are.
+        # Chained to the unqueued step: a third queued listener of the click would only start after the job.
         def previews(request: gr.Request):
             yield from follow_previews(handler, request)
 
-        result.generate.click(previews, None, result.preview, api_visibility="private", concurrency_limit=None,
-                              show_progress="hidden", trigger_mode="multiple")
+        cleared.then(previews, None, result.preview, api_visibility="private", concurrency_limit=None,
+                     show_progress="hidden", trigger_mode="multiple")
     # Unqueued: it must get through while the queue is busy with this very job.
     result.cancel.click(handler.cancel, None, result.cancel_note, queue=False,
                         api_name="cancel" if cancel_api else None,
