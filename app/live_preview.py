@@ -60,10 +60,10 @@ def latest_preview(handler, job_id: str) -> Path | None:
 
 
 def follow_previews(handler, request, poll_s: float = POLL_S, wait_for_job_s: float = WAIT_FOR_JOB_S):
-    """Yields gr.Image updates: cleared at the start, then each new preview of the session's jobs
+    """Yields updates of the preview image: cleared at the start, then each new preview of the session's jobs
     while they run; hidden when the last one is done (its video replaces it), while a cancelled or
     failed job's last preview stays."""
-    yield gr.Image(value=None, visible=False)
+    yield gr.update(value=None, visible=False)
     deadline = time.monotonic() + wait_for_job_s
     shown = last_job = None
     ended: set[str] = set()
@@ -75,12 +75,12 @@ def follow_previews(handler, request, poll_s: float = POLL_S, wait_for_job_s: fl
         path = None if last_job is None else latest_preview(handler, last_job)
         if path is not None and path != shown:
             shown = path
-            yield gr.Image(value=str(path), visible=True)
+            yield gr.update(value=str(path), visible=True)
         time.sleep(poll_s)
     if last_job is None:
         return
     path = latest_preview(handler, last_job)  # written between the last poll and the job's end
     if job_state(handler, last_job) == "done":
-        yield gr.Image(visible=False)
+        yield gr.update(visible=False)
     elif path is not None and path != shown:
-        yield gr.Image(value=str(path), visible=True)
+        yield gr.update(value=str(path), visible=True)

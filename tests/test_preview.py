@@ -249,3 +249,46 @@ def test_generate_writes_the_preview_file_with_preview(tmp_path):
     with Image.open(out) as image:
         assert image.format == "WEBP" and image.size == (8, 4)  # the 64x32 video at latent size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live.webp", "out"]  # no temp file left behind
+
+
+class ScriptedJobs:
+    """A GenerateHandler stand-in for app/live_preview.py: one session job whose (state, newest preview)
+    moves one entry of `script` forward each time the watcher reads the job."""
+
+    def __init__(self, script):
+        from types import SimpleNamespace
+
+        self.script, self.at = script, -1
+        self.previews = SimpleNamespace(latest=None)
+        self.queue = SimpleNamespace(get=self._get)
+        self.worker = SimpleNamespace(progress={"job": SimpleNamespace(preview=self.previews)})
+
+    def session_jobs(self, request):
+        return ["job"]
+
+    def _get(self, job_id):
+        from types import SimpleNamespace
+
+        self.at = min(self.at + 1, len(self.script) - 1)
+        state, self.previews.latest = self.script[self.at]
+        return SimpleNamespace(state=state)
+
+
+def shown(updates):
+    return [(u.get("value"), u.get("visible")) for u in updates]
+
+
+def test_the_result_column_follows_the_job_and_hides_the_preview_when_the_video_is_done():
+    from app.live_preview import follow_previews
+
+    jobs = ScriptedJobs([("queued", None), ("running", "a.webp"), ("running", "a.webp"), ("running", "b.webp"),
+                         ("done", "c.webp")])
+    assert shown(follow_previews(jobs, None, poll_s=0)) == [
+        (None, False), ("a.webp", True), ("b.webp", True), (None, False)]
+
+
+def test_a_cancelled_job_keeps_its_last_preview_even_one_written_just_before_the_end():
+    from app.live_preview import follow_previews
+
+    jobs = ScriptedJobs([("running", "a.webp"), ("cancelled", "b.webp")])
+    assert shown(follow_previews(jobs, None, poll_s=0)) == [(None, False), ("a.webp", True), ("b.webp", True)]
