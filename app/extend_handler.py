@@ -66,7 +66,7 @@ class ExtendHandler:
             self._cancels.pop(session, None)
         path, extension = result.paths[0], result.sidecars[0]["extension"]
         status = (f"**Extended:** `{path.name}` · {extension['source_frames']} → {extension['frames']} frames "
-                  f"({extension['seconds']:g} s) in {len(extension['parts'])} part(s) · {result.seconds:.1f} s")
+                  f"({extension['length_s']:g} s) in {len(extension['parts'])} part(s) · {result.seconds:.1f} s")
         return status + "".join(f"\n\nNote: {notice}" for notice in result.notices)
 
 

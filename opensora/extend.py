@@ -218,7 +218,7 @@ def run_extension(plan: ExtensionPlan, preset: Preset, pipelines, output_dir, pr
     progress.message("writing the video")
     sidecar = {**records[0], EXTENSION_FIELD: {
         "source": str(source), "source_frames": source_frames,
-        "frames": len(frames), "seconds": round(len(frames) / fps, 3), "fps": fps,
+        "frames": len(frames), "length_s": round(len(frames) / fps, 3), "fps": fps,
         "overlap_frames": OVERLAP_FRAMES, "part_frames": plan.part_frames, "part_frames_rule": plan.rule,
         "parts": records,
     }}

@@ -151,6 +151,7 @@ def test_extended_twice_the_frame_count_adds_up(extended):
     assert (info.height, info.width, info.fps) == (32, 64, 8.0)
     extension = extended["sidecar"]["extension"]
     assert (extension["source_frames"], extension["frames"], extension["overlap_frames"]) == (33, 49, 33)
+    assert extension["length_s"] == 49 / 8
     assert [p["num_frames"] for p in extension["parts"]] == [PART_FRAMES, PART_FRAMES]
     assert [p["seed"] for p in extension["parts"]] == [3, 4] and extension["part_frames_rule"]
     assert extension["source"].startswith(str(extended["out"] / "references"))  # kept: the sidecar remakes from it
