@@ -30,6 +30,7 @@ from opensora.queue_worker import QueueWorker
 CSS = """
 .model-banner { font-size: 0.95em; }
 .generation-status { min-height: 1.5em; }
+.result-preview img { width: 100%; height: 100%; object-fit: contain; }  /* the live preview is latent-sized */
 """
 
 
@@ -63,7 +64,7 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
     config.output_dir.mkdir(parents=True, exist_ok=True)
     cache = PipelineCache(config.ckpt_dir)
     queue = JobQueue(config.output_dir)
-    # The worker's jobs write live preview GIFs to a temp folder (shown by app/live_preview.py).
+    # The worker's jobs write live preview files to a temp folder (shown by app/live_preview.py).
     worker = QueueWorker(queue, cache, preview_dir=preview_dir())
     services = Services(default, cache, TrainingRuns(config.runs_dir), queue, worker)
     handler = GenerateHandler(config, services.cache, services.queue, services.worker)
