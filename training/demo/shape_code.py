@@ -2,10 +2,10 @@
 
 The demo MMDiT learns a colour word fast: a colour moves every latent of the object. A shape
 only moves the few cells at its corners, and after 23 runs the MMDiT still drew the same round
-blob for "square", "circle" and "triangle" (training/README.md). With `--shape-code-weight` the
+blob for "square", "circle" and "triangle" (training/demo/HISTORY.md). With `--shape-code-weight` the
 VAE trainer makes the encoder write the object's shape into the last three latent channels, one
 per shape in `SHAPES` order, as the object's coverage of the cell times `SHAPE_CODE_AMPLITUDE`.
-A shape then changes the object's latents as much as a colour does. Measured (training/README.md,
+A shape then changes the object's latents as much as a colour does. Measured (training/demo/HISTORY.md,
 "A shape code in the latent"): from the block-mean start the encoder learns the code in about
 1000 steps, and an MMDiT trained on such latents writes the caption's code; the decoder does not
 yet draw the outline the code names.

@@ -1,7 +1,7 @@
 """Uniform average of several weight files of one model ("model soup").
 
 Runs that continue one another (the demo MMDiT's runs 29-32) end near each other in weight space;
-their mean can sample better than any one of them (training/README.md, "Demo model").
+their mean can sample better than any one of them (training/demo/HISTORY.md, "On one H100, a third time").
 """
 
 from __future__ import annotations
