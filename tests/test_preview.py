@@ -135,9 +135,10 @@ def test_demo_preview_is_close_to_the_real_decode_mid_run_and_at_the_end():
         assert value > DEMO_FLOOR_DB[name], f"{name}: {value:.2f} dB"
 
 
-def test_previews_come_every_few_steps_through_the_runner(tmp_path):
-    preset = load_preset("tiny-random")
-    settings = resolve_settings(GenerationRequest(prompt="a cat", preset="tiny-random", num_steps=20, seed=0), preset)
+@pytest.mark.parametrize("name", ["tiny-random", "tiny-random-hc"])  # HunyuanVideo VAE / Video DC-AE latents
+def test_previews_come_every_few_steps_through_the_runner(tmp_path, name):
+    preset = load_preset(name)
+    settings = resolve_settings(GenerationRequest(prompt="a cat", preset=name, num_steps=20, seed=0), preset)
     progress = RecordingProgress()
     run_job(preset, settings, PipelineCache(tmp_path / "ckpts", "cpu", "fp32"), tmp_path / "out", progress)
     every = preview_every(20)
@@ -202,7 +203,7 @@ def test_preview_files_are_animated_webps_with_new_names_and_only_the_newest_kep
 
 
 def test_shipped_preview_data_has_one_row_per_latent_channel():
-    for name in ("demo", "tiny-random"):
+    for name in ("demo", "tiny-random", "tiny-random-hc"):
         preset = load_preset(name)
         data = load_projection(preset)
         assert data.latent_channels == preset.vae.latent_channels

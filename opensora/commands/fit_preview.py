@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from opensora.errors import UserError
+from opensora.presets import DEFAULT_CKPT_DIR
 
-DEFAULT_CKPT_DIR = "ckpts"
 DEFAULT_CLIPS, DEFAULT_FRAMES, DEFAULT_SEED = 32, 17, 0
 
 
@@ -62,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from opensora.preview.projection import PreviewProjection, projection_toml
 
     vae = load_vae(preset, args.ckpt_dir, device)
-    clips = video_clips(preset, args.video, args.frames) if args.video else rendered_clips(preset, args.clips,
-                                                                                            args.frames, args.seed)
+    frames = encodable_frames(preset, args.frames)
+    clips = video_clips(preset, args.video, frames) if args.video else rendered_clips(preset, args.clips, frames,
+                                                                                       args.seed)
     latents, pixels = [], []
     with torch.no_grad():
         for k, clip in enumerate(clips):
@@ -75,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     weights, bias = fit_projection(latents[:-held], pixels[:-held])
     heldout = sum(psnr(project(z, weights, bias), p) for z, p in zip(latents[-held:], pixels[-held:])) / held
     projection = PreviewProjection(weights.tolist(), bias.tolist(), made_by=command_line(args), heldout_psnr_db=heldout)
-    source = (f"{len(clips)} videos ({args.frames} frames)" if args.video else
-              f"{len(clips)} rendered shapes-world clips ({args.frames} frames, {preset.sampler.resolution} buckets, "
+    source = (f"{len(clips)} videos ({frames} frames)" if args.video else
+              f"{len(clips)} rendered shapes-world clips ({frames} frames, {preset.sampler.resolution} buckets, "
               f"seed {args.seed})")
     description = (f"Live preview map of the VAE of preset {preset.name}: fitted on {source}; the last {held} held "
                    f"out: {heldout:.2f} dB against their pixels at latent size.")
@@ -95,6 +96,13 @@ def command_line(args: argparse.Namespace) -> str:
     parts += [f"--frames {args.frames}"] * (args.frames != DEFAULT_FRAMES)
     parts += [f"--seed {args.seed}"] * (args.seed != DEFAULT_SEED and not args.video)
     return " ".join(parts)
+
+
+def encodable_frames(preset, frames: int) -> int:
+    """The clip length to encode for a requested 4k+1: the Video DC-AE (non-causal) encodes 4k frames."""
+    from opensora.configs import DCAEConfig
+
+    return frames - 1 if isinstance(preset.vae, DCAEConfig) else frames
 
 
 def load_vae(preset, ckpt_dir, device: str):
