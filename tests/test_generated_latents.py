@@ -12,9 +12,9 @@ from opensora.pipeline import OpenSoraPipeline
 from opensora.presets import load_preset
 from training.demo.generated_latents import generate
 from training.demo.latent_pairs import load_pairs
-from training.demo.shapes_world import DEFAULT_NUM_FRAMES
 
 REPO = Path(__file__).resolve().parents[1]
+FRAMES = 9  # rendered clip length of the pairs here (the demo uses 33): the same code, a third of the work
 
 
 @pytest.fixture(scope="module")
@@ -23,38 +23,45 @@ def tiny_pipe():
 
 
 def test_pairs_keep_their_clip_spec_start_step_and_latent_shape(tiny_pipe, tmp_path):
-    path = generate(tiny_pipe, tmp_path / "pairs.safetensors", num=2, seed=5, first_step=1, last_step=3)
+    path = generate(tiny_pipe, tmp_path / "pairs.safetensors", num=2, seed=5, first_step=1, last_step=3,
+                    num_frames=FRAMES)
     pairs = load_pairs(path)
     config = tiny_pipe.preset.vae
     assert len(pairs) == 2
     for pair in pairs:
         assert 1 <= pair.start_step <= 3
         height, width = pair.spec.height // config.spatial_compression, pair.spec.width // config.spatial_compression
-        frames = (DEFAULT_NUM_FRAMES - 1) // config.time_compression + 1
+        frames = (FRAMES - 1) // config.time_compression + 1
         assert pair.latent.shape == (config.latent_channels, frames, height, width)
         assert torch.isfinite(pair.latent).all()
-    again = generate(tiny_pipe, tmp_path / "again.safetensors", num=2, seed=5, first_step=1, last_step=3)
+    again = generate(tiny_pipe, tmp_path / "again.safetensors", num=2, seed=5, first_step=1, last_step=3,
+                     num_frames=FRAMES)
     assert all(torch.equal(a, b) for a, b in zip(load_file(str(path)).values(), load_file(str(again)).values()))
-    other = load_pairs(generate(tiny_pipe, tmp_path / "other.safetensors", num=1, seed=6, first_step=1, last_step=3))
+    other = load_pairs(generate(tiny_pipe, tmp_path / "other.safetensors", num=1, seed=6, first_step=1, last_step=3,
+                                num_frames=FRAMES))
     assert other[0].spec != pairs[0].spec
 
 
+@pytest.mark.slow  # two spawned processes, each loading a pipeline
 def test_workers_write_the_same_pairs_as_one_process(tiny_pipe, tmp_path):
     from training.demo.generated_latents import generate_with_workers
 
-    one = generate(tiny_pipe, tmp_path / "one.safetensors", num=3, seed=4, first_step=1, last_step=3)
+    one = generate(tiny_pipe, tmp_path / "one.safetensors", num=3, seed=4, first_step=1, last_step=3,
+                   num_frames=FRAMES)
     two = generate_with_workers(tiny_pipe.preset, "cpu", 2, tmp_path / "two.safetensors", num=3, seed=4,
-                                first_step=1, last_step=3)
+                                first_step=1, last_step=3, num_frames=FRAMES)
     assert [pair.spec for pair in load_pairs(one)] == [pair.spec for pair in load_pairs(two)]
     for a, b in zip(load_pairs(one), load_pairs(two)):
         assert a.start_step == b.start_step
         torch.testing.assert_close(a.latent, b.latent, rtol=1e-4, atol=1e-4)  # thread counts differ
-    with pytest.raises(UserError, match="workers is 0; allowed: 1-64"):
-        generate_with_workers(tiny_pipe.preset, "cpu", 0, tmp_path / "x.safetensors", num=1, seed=0,
-                              first_step=1, last_step=1)
 
 
 def test_bad_start_steps_and_a_missing_file_say_what_is_allowed(tiny_pipe, tmp_path):
+    from training.demo.generated_latents import generate_with_workers
+
+    with pytest.raises(UserError, match="workers is 0; allowed: 1-64"):
+        generate_with_workers(tiny_pipe.preset, "cpu", 0, tmp_path / "x.safetensors", num=1, seed=0,
+                              first_step=1, last_step=1)
     with pytest.raises(UserError, match="start steps are 3..1; allowed: 0 <= first <= last <= 3"):
         generate(tiny_pipe, tmp_path / "p.safetensors", num=1, seed=0, first_step=3, last_step=1)
     with pytest.raises(UserError, match="no generated latents at .*missing.safetensors"):
@@ -66,7 +73,8 @@ def test_decoder_trains_on_generated_latents_and_the_encoder_stays(tiny_pipe, tm
     from training.demo.vae_config import VAETrainConfig
     from training.demo.vae_trainer import train_vae
 
-    pairs = generate(tiny_pipe, tmp_path / "pairs.safetensors", num=2, seed=1, first_step=2, last_step=3)
+    pairs = generate(tiny_pipe, tmp_path / "pairs.safetensors", num=2, seed=1, first_step=2, last_step=3,
+                     num_frames=FRAMES)
     preset = tmp_path / "tiny.toml"
     preset.write_text((REPO / "presets" / "tiny-random.toml").read_text().replace("norm_num_groups = 4", "norm_num_groups = 1"))
     small = ["--batch-size", "1", "--crop-frames", "5", "--crop-size", "16", "--eval-clips", "1", "--eval-frames", "1",
@@ -94,7 +102,8 @@ def test_pair_batches_crop_latents_and_pixels_alike(tiny_pipe, tmp_path):
     from training.demo.vae_batches import PairBatch, RenderedBatches, VAEBatch
     from training.demo.vae_config import VAETrainConfig
 
-    pairs = load_pairs(generate(tiny_pipe, tmp_path / "pairs.safetensors", num=2, seed=2, first_step=3, last_step=3))
+    pairs = load_pairs(generate(tiny_pipe, tmp_path / "pairs.safetensors", num=2, seed=2, first_step=3, last_step=3,
+                                num_frames=FRAMES))
     config = tiny_pipe.preset.vae
     cfg = VAETrainConfig(steps=4, batch_size=2, crop_frames=5, crop_size=32, seed=4)
     batches = RenderedBatches(cfg, config, pairs)
