@@ -15,7 +15,7 @@ from app.config import AppConfig
 from app.presets_info import availability, check_selectable, preset
 from app.training_runs import lora_choices
 from opensora.errors import UserError
-from opensora.generation_settings import AUTO_ASPECT, GenerationRequest, LoraChoice, frame_rule
+from opensora.generation_settings import AUTO_ASPECT, SEED_MAX, GenerationRequest, LoraChoice, frame_rule
 from opensora.presets import FAMILY_V1_2, Preset, SamplerDefaults
 
 # One list for both families (each refuses the other's word): "dynamic" asks the refinement server
@@ -134,7 +134,7 @@ def build_settings_form(config: AppConfig, default_preset: str, image_tab: bool)
         with gr.Row():
             random_seed = gr.Checkbox(value=True, label="Random seed", info="untick to pick the seed")
             # Shown only when "random" is off, so it never shows a number that will not be used.
-            seed = gr.Number(value=42, precision=0, minimum=0, maximum=2**32 - 1, label="Seed", visible=False,
+            seed = gr.Number(value=42, precision=0, minimum=0, maximum=SEED_MAX, label="Seed", visible=False,
                              elem_classes=["seed-box"])
             num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples", info="one seed each: seed + k")
         refine = gr.Checkbox(value=False, label="Refine prompt first",

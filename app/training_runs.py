@@ -23,6 +23,7 @@ from pathlib import Path
 
 from opensora.errors import UserError
 from opensora.lora import lora_preset
+from opensora.presets import PRESET_DIR
 from training.run_lock import lock_holder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +55,7 @@ class TrainDefaults:
         return f"{name}: {what} of {self.preset}" if self.preset else f"{name}: {what} (any preset)"
 
 
-def training_configs(folder: Path = REPO_ROOT / "presets") -> dict[str, TrainDefaults]:
+def training_configs(folder: Path = PRESET_DIR) -> dict[str, TrainDefaults]:
     """NAME -> defaults for every presets/train-NAME.toml (the trainer's --config NAME)."""
     configs = {}
     for path in sorted(folder.glob("train-*.toml")):

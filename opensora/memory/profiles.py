@@ -6,8 +6,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from opensora.errors import UserError
+from opensora.presets import PRESET_DIR
 
-PROFILES_FILE = Path(__file__).resolve().parent.parent.parent / "presets" / "profiles" / "memory.toml"
+PROFILES_FILE = PRESET_DIR / "profiles" / "memory.toml"
 PLACEMENTS = {
     "encoders": ("resident", "swap", "leaf"),
     "mmdit": ("resident", "swap", "group", "leaf", "disk"),
