@@ -93,12 +93,12 @@ def test_missing_key_is_named(ckpt_dir, tmp_path):
 def test_not_a_safetensors_file(ckpt_dir, tmp_path):
     broken, preset_path = broken_copy(ckpt_dir, tmp_path)
     (broken / "hunyuan_vae.safetensors").write_bytes(b"\x80\x04pickle? no thanks")
-    with pytest.raises(UserError, match="hunyuan_vae.safetensors is not a readable safetensors file"):
+    with pytest.raises(UserError, match=r"hunyuan_vae\.safetensors \(not a safetensors file \(header length \d+ in a file of 19 bytes"):
         OpenSoraPipeline.from_preset(str(preset_path), ckpt_dir=broken)
 
 
 def test_corrupt_text_encoder_folder(ckpt_dir, tmp_path):
     broken, preset_path = broken_copy(ckpt_dir, tmp_path)
     (broken / "google/t5-v1_1-xxl/model.safetensors").write_bytes(b"truncated")
-    with pytest.raises(UserError, match="could not load the text encoders from .*t5-v1_1-xxl"):
+    with pytest.raises(UserError, match=r"t5-v1_1-xxl \(model\.safetensors: not a safetensors file"):
         OpenSoraPipeline.from_preset(str(preset_path), ckpt_dir=broken)

@@ -104,9 +104,13 @@ def image_path_of(video_path: Path) -> Path:
     return Path(video_path).with_suffix(".png")
 
 
-def store_reference(data: bytes, suffix: str, output_dir: Path) -> str:
-    """`data` kept (once, by content) as OUTPUT_DIR/references/<sha256 prefix><suffix>; its path."""
-    target = output_dir / REFERENCES_DIR / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix.lower()}"
+def store_reference(data: bytes, suffix: str, output_dir: Path, name: str = "") -> str:
+    """`data` kept (once, by content) in OUTPUT_DIR/references/: as <sha256 prefix>/<name> when the
+    upload's `name` is known (so notices and History still say "wide.png"), else <sha256 prefix><suffix>."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    safe_name = re.sub(r"[^\w.-]", "_", Path(name).name)[-80:].lstrip(".")
+    relative = f"{digest}/{safe_name}" if safe_name else f"{digest}{suffix.lower()}"
+    target = output_dir / REFERENCES_DIR / relative
     if not target.is_file():
         try:
             atomic_write_bytes(target, data)
@@ -118,9 +122,9 @@ def store_reference(data: bytes, suffix: str, output_dir: Path) -> str:
 def copy_reference(path: str, output_dir: Path) -> str:
     """A reference file copied (once, by content) into OUTPUT_DIR/references/; the copy's path."""
     source = Path(path)
-    if source.parent == output_dir / REFERENCES_DIR:
+    if output_dir / REFERENCES_DIR in source.parents:
         return str(source)
-    return store_reference(source.read_bytes(), source.suffix, output_dir)
+    return store_reference(source.read_bytes(), source.suffix, output_dir, name=source.name)
 
 
 def save_last_frame(video_path: PathLike, output_dir: Path) -> str:
