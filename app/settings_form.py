@@ -17,6 +17,7 @@ from app.training_runs import lora_choices
 from opensora.errors import UserError
 from opensora.generation_settings import AUTO_ASPECT, SEED_MAX, GenerationRequest, LoraChoice, frame_rule
 from opensora.presets import FAMILY_V1_2, Preset, SamplerDefaults
+from opensora.sampling.cache_spec import SPEEDS, offered_speeds, parse_cache_spec, speed_of
 
 # One list for both families (each refuses the other's word): "dynamic" asks the refinement server
 # (Open-Sora 2.0); "none" leaves the motion score out of the prompt (Open-Sora 1.2, its default).
@@ -26,10 +27,11 @@ MAX_SAMPLES = 4
 AUTO_CHOICE = ("auto (follow the image)", AUTO_ASPECT)
 # Controls that follow the preset, those "reuse settings" fills, and those a request is made of.
 PRESET_FIELDS = ("resolution", "aspect_ratio", "num_frames", "frames_note", "num_steps", "guidance", "guidance_img",
-                 "motion_score", "lora")
-FILL_FIELDS = ("preset", *PRESET_FIELDS, "seed", "random_seed", "num_samples", "lora_scale")
+                 "motion_score", "lora", "speed")
+FILL_FIELDS = ("preset", *PRESET_FIELDS, "seed", "random_seed", "num_samples", "lora_scale", "compile")
 REQUEST_FIELDS = ("preset", "resolution", "aspect_ratio", "num_frames", "num_steps", "guidance", "guidance_img",
-                  "motion_score", "seed", "random_seed", "num_samples", "refine", "lora", "lora_scale")
+                  "motion_score", "seed", "random_seed", "num_samples", "refine", "lora", "lora_scale", "speed",
+                  "compile")
 
 
 def image_guidance(p: Preset) -> bool:
@@ -48,6 +50,27 @@ def frames_note(p: Preset, num_frames) -> str:
         return (f"⚠ {int(num_frames)} frames is past the {trained} that `{p.name}` was trained on: "
                 "expect a broken or black video.")
     return ""
+
+
+def speed_choices(p: Preset, custom: str = "") -> list:
+    """The speeds the preset offers; a reused video's own step cache (`custom`, a spec) as one more."""
+    return [*offered_speeds(p.speed), *([(f"custom: {custom}", custom)] if custom else [])]
+
+
+def speed_info(p: Preset) -> str:
+    """The one-line trade-off under the speed dropdown (the preset's measured note)."""
+    if p.speed is None or not p.speed.note:
+        return "quality: every step computed (no faster settings measured for this preset)"
+    return p.speed.note
+
+
+def speed_value(p: Preset, request: GenerationRequest) -> str:
+    """The dropdown's value for a request made from a sidecar: a speed, or its step cache's spec."""
+    if request.cache is None:
+        return request.speed or "quality"
+    spec = parse_cache_spec(request.cache)
+    level = speed_of(p.speed, spec, p.name)
+    return level if level in SPEEDS else spec.text
 
 
 def aspect_choices(p: Preset, resolution: str, auto: bool) -> list:
@@ -72,6 +95,8 @@ class SettingsForm:
     refine: gr.Checkbox
     lora: gr.Dropdown
     lora_scale: gr.Slider
+    speed: gr.Dropdown
+    compile: gr.Checkbox
     auto_aspect: bool  # the I2V tab offers "auto": the bucket closest to the reference
 
     def preset_outputs(self) -> list:
@@ -89,6 +114,8 @@ def request_from_form(values: list, **fixed) -> GenerationRequest:
     v = dict(zip(REQUEST_FIELDS, values))
     random_seed, seed = v.pop("random_seed"), v.pop("seed")
     lora, scale = v.pop("lora"), v.pop("lora_scale")
+    speed = v.pop("speed") or "quality"  # a speed, or the spec of a reused video's own step cache
+    is_speed = speed in SPEEDS
     uses_image_guidance = not v["preset"] or image_guidance(preset(v["preset"]))
     return GenerationRequest(
         **fixed, preset=v["preset"], resolution=v["resolution"], aspect_ratio=v["aspect_ratio"],
@@ -96,6 +123,7 @@ def request_from_form(values: list, **fixed) -> GenerationRequest:
         guidance_img=float(v["guidance_img"]) if uses_image_guidance else None, motion_score=v["motion_score"],
         seed=None if random_seed or seed is None else int(seed), num_samples=int(v["num_samples"]),
         refine=bool(v["refine"]), loras=[LoraChoice(lora, float(scale))] if lora else [],
+        speed=speed if is_speed else None, cache=None if is_speed else speed, compile=bool(v["compile"]),
     )
 
 
@@ -122,6 +150,9 @@ def build_settings_form(config: AppConfig, default_preset: str, image_tab: bool)
             num_frames = gr.Slider(1, rule.max_frames, value=rule.nearest(s.num_frames), step=rule.step,
                                    label="Frames", info=rule.text)
             num_steps = gr.Slider(1, MAX_STEPS, value=s.num_steps, step=1, label="Steps")
+            speed = gr.Dropdown(speed_choices(p), value="quality", label="Speed", info=speed_info(p))
+            compile_box = gr.Checkbox(value=False, label="Compile", info="torch.compile the model's blocks: the "
+                                      "first video of a size compiles (minutes), later ones run faster")
         note = gr.Markdown(frames_note(p, s.num_frames), elem_classes=["frames-note"])
         with gr.Row():
             guidance = gr.Slider(0, 20, value=s.guidance, step=0.5, label="Text guidance")
@@ -145,7 +176,8 @@ def build_settings_form(config: AppConfig, default_preset: str, image_tab: bool)
                                info=f"fine-tuned for this preset in {config.runs_dir.name}/ (Fine-tune tab)", scale=2)
             lora_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale", scale=1)
     form = SettingsForm(preset_dd, preset_help, resolution, aspect, num_frames, note, num_steps, guidance,
-                        guidance_img, motion, seed, random_seed, num_samples, refine, lora, lora_scale, image_tab)
+                        guidance_img, motion, seed, random_seed, num_samples, refine, lora, lora_scale, speed,
+                        compile_box, image_tab)
 
     private = dict(api_visibility="private", queue=False)
     preset_dd.input(lambda name, value: preset_updates(name, config, image_tab, lora=value), [preset_dd, lora],
@@ -178,7 +210,7 @@ def preset_updates(name: str, config: AppConfig, image_tab: bool, sampler_overri
         "resolution": s.resolution, "aspect_ratio": AUTO_ASPECT if image_tab else s.aspect_ratio,
         "num_frames": s.num_frames, "num_steps": s.num_steps, "guidance": s.guidance,
         "guidance_img": getattr(s, "guidance_img", SamplerDefaults.guidance_img), "motion_score": s.motion_score,
-        **(sampler_overrides or {}),
+        "speed": "quality", **(sampler_overrides or {}),
     }
     resolution = values["resolution"] if values["resolution"] in p.buckets else s.resolution
     ratios = aspect_choices(p, resolution, image_tab)
@@ -197,7 +229,16 @@ def preset_updates(name: str, config: AppConfig, image_tab: bool, sampler_overri
         gr.update(value=values["guidance_img"], visible=image_tab and image_guidance(p)),
         motion_value(values["motion_score"]),
         gr.update(choices=loras, value=lora if lora in [c[1] if isinstance(c, tuple) else c for c in loras] else ""),
+        speed_update(p, values["speed"]),
     ]
+
+
+def speed_update(p: Preset, value: str):
+    """The speed dropdown for preset `p`: a speed it does not offer falls back to quality."""
+    custom = value if value not in SPEEDS else ""
+    if value in SPEEDS and value not in offered_speeds(p.speed):
+        value = "quality"
+    return gr.update(choices=speed_choices(p, custom), value=value, info=speed_info(p))
 
 
 def aspect_update(name: str, resolution: str, image_tab: bool):
@@ -219,6 +260,7 @@ def fill_updates(request: GenerationRequest, config: AppConfig, image_tab: bool)
         return [gr.update() for _ in FILL_FIELDS]
     keys = ("resolution", "aspect_ratio", "num_frames", "num_steps", "guidance", "guidance_img", "motion_score")
     overrides = {k: getattr(request, k) for k in keys if getattr(request, k) is not None}
+    overrides["speed"] = speed_value(preset(name), request)
     lora = request.loras[0] if request.loras else LoraChoice("", 1.0)  # the picker holds one LoRA
     return [
         name,
@@ -227,4 +269,5 @@ def fill_updates(request: GenerationRequest, config: AppConfig, image_tab: bool)
         False,  # reuse means "this seed"
         1,
         lora.scale,
+        bool(request.compile),
     ]

@@ -4,6 +4,7 @@ from opensora import subcommands
 from opensora.commands import check, generate, parity, plan, refine
 from opensora.commands import extend, info
 from opensora.commands import fit_preview
+from opensora.commands import calibrate_cache
 
 COMMANDS = {
     "generate": (generate, "generate videos from prompts (text-to-video, image/video-to-video)"),
@@ -14,6 +15,8 @@ COMMANDS = {
     "info": (info, "print the settings a video was made with (from its mp4's metadata or its .json)"),
     "fit-preview": (fit_preview, "fit the live preview's latent -> RGB map of a preset's VAE (presets/preview/)"),
     "extend": (extend, "continue a video into a longer one (v2v_head parts from its last 33 frames)"),
+    "calibrate-cache": (calibrate_cache, "measure a preset's MagCache ratios (presets/cache/P-magcache.toml) for "
+                        "--cache magcache"),
 }
 
 

@@ -232,6 +232,17 @@ class FluxSettings:
 
 
 @dataclass
+class SpeedSettings:
+    """A preset's `[speed]` part: the step cache (`--cache` spec, see opensora.sampling.cache_spec)
+    that `--speed balanced` and `--speed fast` mean for its model, as measured by bench/speed.py;
+    `quality` is always no cache. `note`: the one-line trade-off the app shows beside the steps."""
+
+    balanced: str = ""
+    fast: str = ""
+    note: str = ""
+
+
+@dataclass
 class TextConfig:
     t5_max_length: int = 512
     clip_max_length: int = 77

@@ -136,6 +136,11 @@ class GenerationRequest:
     mask_strategy: str | None = None
     aesthetic_score: float | str | None = None  # "none": not in the prompt
     camera_motion: str | None = None  # "pan right", ...; "none"
+    # Faster sampling (Open-Sora 2.0): a speed of the preset's [speed] table, or an explicit step cache
+    # "NAME[:PARAM=V,...]" (opensora.sampling.cache_spec), and torch.compile of the MMDiT's blocks.
+    speed: str | None = None  # quality (None: the default), balanced or fast
+    cache: str | None = None  # wins over speed; "none": no cache
+    compile: bool = False
 
     @classmethod
     def from_sidecar(cls, sidecar: dict, folder: Path | None = None) -> "GenerationRequest":
@@ -152,6 +157,8 @@ class GenerationRequest:
         values["loras"] = [LoraChoice(str(lora["path"]), float(lora.get("scale", 1.0)))
                            for lora in sidecar.get("loras") or [] if isinstance(lora, dict) and "path" in lora]
         values["num_samples"] = 1
+        if values.get("cache") is not None:
+            values.pop("speed", None)  # the cache that ran is the truth; its speed name is found again
         values.setdefault("prompt", "")
         return cls(**values)
 
@@ -193,6 +200,9 @@ class GenerationSettings:
     aesthetic_score: float | None = None
     camera_motion: str | None = None
     align: int | None = None  # mask-strategy snapping (official 5)
+    speed: str = "quality"  # quality, balanced, fast, or custom (a --cache that is none of the preset's)
+    cache: str = ""  # the step cache that runs, every parameter named ("": none)
+    compile: bool = False  # the MMDiT's repeated blocks torch.compile'd
 
     def sample(self, k: int) -> "GenerationSettings":
         """The one-sample settings of sample k (see the module docstring on seeds)."""
@@ -327,6 +337,33 @@ def _v2_fields(request: GenerationRequest, s) -> dict:
     )
 
 
+def _step_cache(request: GenerationRequest, preset: Preset) -> dict:
+    """speed, cache and compile: the preset's speed or an explicit cache, checked before any load
+    (a MagCache spec needs the preset's calibration file)."""
+    from opensora.sampling.cache_spec import SPEEDS, parse_cache_spec, read_mag_ratios, speed_of, speed_spec
+
+    if preset.family == FAMILY_V1_2:
+        if request.cache not in (None, "", "none") or request.speed not in (None, "quality") or request.compile:
+            raise UserError(f"speed, cache and compile are for Open-Sora 2.0 presets; {preset.name} is "
+                            f"{preset.family_name}: leave them out")
+        return {}
+    if request.speed is not None and request.speed not in SPEEDS:
+        raise UserError(f"speed {request.speed!r} is not one of {', '.join(SPEEDS)}")
+    if request.cache is None:
+        speed = request.speed or "quality"
+        spec = speed_spec(preset.speed, speed, preset.name)
+    else:
+        spec = parse_cache_spec(request.cache)
+        speed = speed_of(preset.speed, spec, preset.name)
+        if request.speed is not None and request.speed != speed:
+            meant = speed_spec(preset.speed, request.speed, preset.name)
+            raise UserError(f"speed {request.speed} of preset {preset.name} is {meant.text if meant else 'no cache'}, "
+                            f"but cache {spec.text if spec else 'none'} was also given: give one of them")
+    if spec is not None and spec.method == "magcache":
+        read_mag_ratios(preset.name, preset.path.parent)  # a missing calibration fails now, not after the load
+    return dict(speed=speed, cache=spec.text if spec else "", compile=bool(request.compile))
+
+
 def resolve_settings(request: GenerationRequest, preset: Preset) -> GenerationSettings:
     """Fill the preset's defaults and check every value; raises UserError naming the bad one."""
     from opensora import generation_settings_v1_2 as v1_2
@@ -379,6 +416,7 @@ def resolve_settings(request: GenerationRequest, preset: Preset) -> GenerationSe
         num_steps=int(values["num_steps"]), guidance=float(values["guidance"]),
         seed=int(seed), noise_seed=request.noise_seed, num_samples=int(values["num_samples"]),
         refine=bool(request.refine), loras=loras, use_t2i2v=use_t2i2v, image_resolution=image_resolution,
+        **_step_cache(request, preset),
         **family_fields,
     )
 

@@ -33,10 +33,13 @@ from opensora.parallel.sequence import sharded_mmdit_forward
 from opensora.pipeline_cache import RuntimeOptions
 from opensora.presets import Preset, load_preset
 from opensora.refine import PreparedPrompt
+from opensora.sampling.cache_spec import CacheSpec, parse_cache_spec, read_mag_ratios
+from opensora.sampling.compiled_blocks import CompiledBlocks, compile_unavailable_reason, report_compiles
 from opensora.sampling.conditioning import prepare_condition, reference_spec, replace_reference_frames
 from opensora.sampling.denoise import GuidanceOptions, StepCallback, denoise
 from opensora.sampling.packing import image_position_ids, pack, unpack
 from opensora.sampling.schedule import make_scheduler
+from opensora.sampling.step_cache import StepCache
 from opensora.t2i2v import draw_first_frame, first_frame_reference
 
 
@@ -48,6 +51,7 @@ class GenerationResult:
     # Text -> image -> video: each video's FLUX first frame (3, H, W) in [-1, 1], at the image size
     # (None for a video made without one); empty when no video of the result had one.
     images: list[torch.Tensor | None] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # what the user should know about the run (compile time)
 
 
 class OpenSoraPipeline:
@@ -64,6 +68,7 @@ class OpenSoraPipeline:
         self.offload = None  # the applied memory profile (opensora.offload.Offload), once placed
         self.sequence_parallel = 1  # torchrun ranks sharing the MMDiT's image tokens
         self.runtime_record: dict = {}  # how it ran, for each video's sidecar (`runtime`)
+        self.compiled_blocks: CompiledBlocks | None = None  # --compile: made on first use, kept with the model
 
     @classmethod
     def from_preset(cls, preset: str | Preset, ckpt_dir=None, device="cpu", dtype: str | torch.dtype = "fp32",
@@ -133,7 +138,6 @@ class OpenSoraPipeline:
         """Release what the memory profile made outside the process (the disk profile's block files)."""
         if self.offload is not None:
             self.offload.close()
-
 
     def load_flux(self, on_message=None):
         """(transformer, autoencoder) of FLUX, loaded on first use (12B parameters that a plain t2v or
@@ -241,6 +245,9 @@ class OpenSoraPipeline:
         scale_temporal_osci: bool | None = None,
         use_t2i2v: bool | None = None,
         image_resolution: str | None = None,
+        speed: str | None = None,
+        cache: str | None = None,
+        compile: bool = False,
         callback: StepCallback | None = None,
         cancel_event=None,
     ) -> GenerationResult:
@@ -263,6 +270,9 @@ class OpenSoraPipeline:
             use_t2i2v: text -> image -> video (t2v only): FLUX draws the first frame from the prompt at
                 `image_resolution` (a bucket table; None: the preset's), the video starts on it
                 (i2v_head); `GenerationResult.images` holds it. None: the preset's default.
+            speed: quality (None: the default), balanced or fast: the step cache of the preset's [speed].
+            cache: an explicit step cache "NAME[:PARAM=V,...]" (opensora.sampling.cache_spec; wins over speed).
+            compile: torch.compile the MMDiT's repeated blocks (compiled once, kept with the pipeline).
             seed: seeds everything (reference posterior sampling, and the noise unless
                 `noise_seed` is given); sample k is made as a one-sample call with seed + k.
                 None: a random seed, reported.
@@ -282,7 +292,7 @@ class OpenSoraPipeline:
             height=height, width=width, num_steps=num_steps, guidance=guidance, guidance_img=guidance_img,
             text_osci=text_osci, image_osci=image_osci, scale_temporal_osci=scale_temporal_osci,
             motion_score=motion_score, seed=seed, noise_seed=noise_seed, num_samples=num_samples,
-            use_t2i2v=use_t2i2v, image_resolution=image_resolution,
+            use_t2i2v=use_t2i2v, image_resolution=image_resolution, speed=speed, cache=cache, compile=compile,
         )
         settings = resolve_settings(request, self.preset)
         prepared = prepare_prompt(settings.prompt, refine=False, motion_score=settings.motion_score,
@@ -324,6 +334,8 @@ class OpenSoraPipeline:
         txt, y_vec = txt.to(self.device, self.dtype), y_vec.to(self.device, self.dtype)
         if settings.use_t2i2v:
             flux = self.load_flux(on_message)
+        self.set_compiled(settings.compile)
+        cache = parse_cache_spec(settings.cache)
 
         result = GenerationResult(videos=[], settings=[])
         for k in range(settings.num_samples):
@@ -344,8 +356,9 @@ class OpenSoraPipeline:
             noise_seed = one.seed if one.noise_seed is None else one.noise_seed
             generator = torch.Generator(device="cpu").manual_seed(noise_seed)
             noise = torch.randn(shape, generator=generator, dtype=self.dtype).to(self.device)
-            latent = self._sample_on_all_ranks(noise, txt, y_vec, cond_type, references, options, one.num_steps,
-                                               callback, cancel_event)
+            with report_compiles(result.notices.append if settings.compile else None, on_message):
+                latent = self._sample_on_all_ranks(noise, txt, y_vec, cond_type, references, options, one.num_steps,
+                                                   callback, cancel_event, cache=cache)
             with phase_context(self.offload, "decode"):
                 video = self.vae.decode(latent.to(self.dtype))[0, :, : one.num_frames].float().clamp(-1, 1).cpu()
             result.videos.append(video)
@@ -359,17 +372,22 @@ class OpenSoraPipeline:
         return result
 
     def _sample_on_all_ranks(self, noise, txt, y_vec, cond_type, references, options, num_steps, callback,
-                             cancel_event) -> torch.Tensor:
+                             cancel_event, cache: CacheSpec | None = None) -> torch.Tensor:
         """`sample` in the memory profile's sample phase; with sequence parallel rank 0 (the only rank
         that calls `generate`) first sends the inputs to the other ranks (`follow_sample`)."""
         if self.sequence_parallel > 1:
             from opensora.parallel.jobs import SharedCancel, send_sample
 
-            send_sample({"cond_type": cond_type, "num_steps": num_steps, "guidance": asdict(options)},
+            if cache is not None and cache.method == "first-block":
+                raise UserError("cache first-block decides from each rank's own image tokens, so the ranks would "
+                                "disagree under torchrun; use taylorseer, magcache, pab or fastercache")
+            send_sample({"cond_type": cond_type, "num_steps": num_steps, "guidance": asdict(options),
+                         "cache": cache.text if cache else ""},
                         [noise, txt, y_vec, *references[0]], self.device)
             cancel_event = SharedCancel(cancel_event)
         with phase_context(self.offload, "sample"):
-            return self.sample(noise, txt, y_vec, cond_type, references, options, num_steps, callback, cancel_event)
+            return self.sample(noise, txt, y_vec, cond_type, references, options, num_steps, callback, cancel_event,
+                               cache=cache)
 
     def follow_sample(self, meta: dict, tensors: list[torch.Tensor]) -> None:
         """Ranks other than 0: the denoise loop of rank 0's sample (`send_sample` made `meta` and
@@ -380,7 +398,7 @@ class OpenSoraPipeline:
         noise, txt, y_vec, *references = tensors
         with phase_context(self.offload, "sample"):
             self.sample(noise, txt, y_vec, meta["cond_type"], [references], GuidanceOptions(**meta["guidance"]),
-                        meta["num_steps"], None, SharedCancel(None))
+                        meta["num_steps"], None, SharedCancel(None), cache=parse_cache_spec(meta.get("cache", "")))
 
     def sample(
         self,
@@ -394,9 +412,11 @@ class OpenSoraPipeline:
         callback: StepCallback | None = None,
         cancel_event=None,
         start_step: int = 0,
+        cache: CacheSpec | None = None,
     ) -> torch.Tensor:
         """Denoise `noise` (B, C, T, H, W) into the latent the VAE decodes (reference frames put back).
         From `start_step` > 0, `noise` is a latent noised to `schedule(...).sigmas[start_step]`.
+        `cache`: a step cache on for this loop only (opensora.sampling.step_cache), None: every step computed.
 
         txt / y_vec hold 3B rows [prompts, negatives, negatives]; references[b] lists item b's
         reference latents.
@@ -421,14 +441,30 @@ class OpenSoraPipeline:
         def prediction_callback(step, total, clean_packed):
             callback.prediction(step, total, lambda: unpack(clean_packed(), p, latent_t, latent_h, latent_w))
 
-        packed = denoise(
-            self._model_fn, pack(noise, p), cond, txt, y_vec, img_ids, scheduler, options,
-            temporal_ramp=options.scale_temporal_osci and cond_type.startswith("i2v"),
-            latent_frames=latent_t, callback=latent_callback, cancel_event=cancel_event, start_step=start_step,
-            prediction=prediction_callback if wants_prediction else None,
-        )
+        ratios = None
+        if cache is not None and cache.method == "magcache":
+            ratios = read_mag_ratios(self.preset.name, self.preset.path.parent)  # the preset's calibration
+        with StepCache(self.transformer, cache, num_steps, ratios) as step_cache:  # hooks gone again after
+            packed = denoise(
+                step_cache.watch(self._model_fn), pack(noise, p), cond, txt, y_vec, img_ids, scheduler, options,
+                temporal_ramp=options.scale_temporal_osci and cond_type.startswith("i2v"),
+                latent_frames=latent_t, callback=latent_callback, cancel_event=cancel_event, start_step=start_step,
+                prediction=prediction_callback if wants_prediction else None,
+            )
         latent = unpack(packed, p, latent_t, latent_h, latent_w)
         return replace_reference_frames(latent, cond_type, references)
+
+    def set_compiled(self, on: bool) -> None:
+        """--compile: the MMDiT's repeated blocks compiled (on first use) or back to eager; the compiled
+        code stays with this pipeline, so the pipeline cache's next generation of the same size reuses it."""
+        if on and self.compiled_blocks is None:
+            reason = compile_unavailable_reason(str(self.device))
+            if reason:
+                raise UserError(f"compile (torch.compile of the MMDiT blocks) cannot run here: {reason}; "
+                                "generate without it")
+            self.compiled_blocks = CompiledBlocks(self.transformer)
+        if self.compiled_blocks is not None:
+            self.compiled_blocks.set(on)
 
     def schedule(self, latent_shape: tuple[int, ...], num_steps: int):
         """The sampler's scheduler for a latent of `latent_shape` (B, C, T, H, W); its `sigmas` are the

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opensora.configs import (
-    DCAEConfig, FluxSettings, MMDiTConfig, STDiT3Config, TextConfig, VAEConfig, VAEV12Config, check_num_frames_v1_2,
+    DCAEConfig, FluxSettings, MMDiTConfig, SpeedSettings, STDiT3Config, TextConfig, VAEConfig, VAEV12Config,
+    check_num_frames_v1_2,
 )
 from opensora.errors import UserError
 
@@ -117,6 +118,7 @@ class Preset:
     download: str = ""  # the command that fetches the official files
     path: Path = field(default=Path())
     flux: FluxSettings | None = None  # [flux]: text -> image -> video through FLUX.1-dev (None: not offered)
+    speed: SpeedSettings | None = None  # [speed]: the step caches of --speed balanced / fast (None: quality only)
     family: str = FAMILY_V2
     stdit3: STDiT3Config | None = None  # Open-Sora 1.2's transformer
     lengths: dict[str, int] = field(default_factory=dict)  # 1.2: named lengths ("4s" = 102 frames)
@@ -239,6 +241,7 @@ def load_preset(name_or_path: str) -> Preset:
         download=data.get("download", ""),
         path=path,
         flux=_section(data, "flux", FluxSettings, path) if "flux" in data else None,
+        speed=_section(data, "speed", SpeedSettings, path) if "speed" in data else None,
     )
     _validate_buckets(preset)
     return preset
@@ -260,9 +263,23 @@ def _validate_buckets(preset: Preset) -> None:
         raise UserError(f"preset {preset.name}: limits.max_frames {preset.limits.max_frames} must be 1-{MAX_FRAMES}")
     if preset.sampler.resolution not in preset.buckets:
         raise UserError(f"preset {preset.name}: default resolution {preset.sampler.resolution} has no bucket table")
+    if preset.speed is not None:
+        _validate_speed(preset)
     if preset.flux is not None and preset.flux.image_resolution not in preset.buckets:
         raise UserError(f"preset {preset.name}: flux.image_resolution {preset.flux.image_resolution} has no "
                         f"bucket table; tables: {', '.join(preset.buckets)}")
+
+
+def _validate_speed(preset: Preset) -> None:
+    from opensora.sampling.cache_spec import parse_cache_spec
+
+    if preset.family == FAMILY_V1_2:
+        raise UserError(f"preset {preset.name}: [speed] (step caching) is for Open-Sora 2.0 presets only")
+    for level in ("balanced", "fast"):
+        try:
+            parse_cache_spec(getattr(preset.speed, level))
+        except UserError as err:
+            raise UserError(f"preset {preset.name}: [speed] {level}: {err}") from None
 
 
 def _validate_v1_2(preset: Preset) -> None:

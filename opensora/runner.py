@@ -141,6 +141,7 @@ def generate_videos(preset: Preset, settings: GenerationSettings, pipelines, pro
             callback = preview_callback(preset, progress, settings, notices)  # progress, + live previews
             result = pipe.generate(settings, prepared, callback=callback, cancel_event=cancel_event,
                                    on_message=progress.message)
+            notices += result.notices  # e.g. how long --compile took
             del pipe  # the cache owns the pipeline; no stray reference may outlive a preset switch
         finally:
             end_job()

@@ -211,11 +211,13 @@ def test_shipped_preview_data_has_one_row_per_latent_channel():
         assert data.heldout_psnr_db > 10
 
 
-def test_fit_preview_command_reproduces_the_shipped_tiny_random_data(tmp_path, capsys):
-    out = tmp_path / "tiny-random.toml"
-    assert main(["fit-preview", "--preset", "tiny-random", "--out", str(out)]) == 0
+@pytest.mark.parametrize("name", ["tiny-random", pytest.param("tiny-random-hc", marks=pytest.mark.slow),
+                                  pytest.param("demo", marks=pytest.mark.slow)])  # the demo: minutes
+def test_fit_preview_command_reproduces_the_shipped_data(tmp_path, capsys, name):
+    out = tmp_path / f"{name}.toml"
+    assert main(["fit-preview", "--preset", name, "--out", str(out)]) == 0
     assert "held-out PSNR" in capsys.readouterr().out
-    made, shipped = read_projection(out), load_projection(load_preset("tiny-random"))
+    made, shipped = read_projection(out), load_projection(load_preset(name))
     np.testing.assert_allclose(made.weights, shipped.weights, atol=1e-3)
     np.testing.assert_allclose(made.bias, shipped.bias, atol=1e-3)
     assert math.isclose(made.heldout_psnr_db, shipped.heldout_psnr_db, abs_tol=0.02)

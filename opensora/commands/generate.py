@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
          "preset's token size: 16 for Open-Sora 2.0, 32 for the demo model; any size from 16 for Open-Sora 1.2)")
     flag(parser, "width", type=int, default=None, help="with --height: replace the bucket")
     flag(parser, "num-steps", type=int, default=None, help="denoising steps (preset default)")
+    add_speed_arguments(parser)
     flag(parser, "guidance", type=float, default=None, help="text guidance (official 7.5)")
     flag(parser, "guidance-img", type=float, default=None, help="image guidance (official 3.0)")
     flag(parser, "motion-score", default=None, help="1-15 or 'dynamic' (asks the refinement server); Open-Sora "
@@ -84,6 +85,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_refine_arguments(parser)
 
 
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """Faster sampling: the preset's step caches, an explicit one, compiled blocks."""
+    from opensora.sampling.cache_spec import describe_methods  # torch-free
+
+    flag(parser, "speed", default=None, help="quality (default: every step computed), balanced or fast: the step "
+         "cache the preset's [speed] table names, chosen by bench/speed.py (README, 'Faster sampling')")
+    flag(parser, "cache", default=None, metavar="NAME[:PARAM=V,...]", help="an explicit step cache instead of "
+         f"--speed (for experts; 'none': off). Methods, parameters (range): {describe_methods()}")
+    flag(parser, "compile", action="store_true", help="torch.compile the MMDiT's repeated blocks: the first "
+         "generation of a size compiles (reported), later ones reuse it")
+
+
 def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
     """How the model runs on this machine: the pipeline cache's RuntimeOptions."""
     from opensora.memory.profiles import load_memory_profiles  # torch-free: a TOML file
@@ -114,7 +127,8 @@ def requests_from_args(args: argparse.Namespace) -> list[tuple[str, object]]:
         guidance=args.guidance, guidance_img=args.guidance_img, motion_score=args.motion_score,
         mask_strategy=args.mask_strategy, aesthetic_score=args.aesthetic_score, camera_motion=args.camera_motion,
         noise_seed=args.noise_seed, num_samples=args.num_sample, refine=args.refine_prompt, loras=loras,
-        use_t2i2v=args.use_t2i2v, image_resolution=args.image_resolution,
+        use_t2i2v=args.use_t2i2v, image_resolution=args.image_resolution, speed=args.speed, cache=args.cache,
+        compile=args.compile,
     )
     if args.prompt is not None:
         return [("", GenerationRequest(prompt=args.prompt, cond_type=args.cond_type, reference=args.ref or [],

@@ -7,6 +7,9 @@ Each step runs the model once on a batch of three sub-batches:
 and combines v = v_u2 + g_img (v_u - v_u2) + g_txt (v_c - v_u). With oscillation on, odd steps
 from 11 on use guidance 1.0; for i2v the image guidance also ramps along time, from 1.0 at the
 first latent frame to a step-dependent value at the last.
+
+The three sub-batches go through ONE model call per step: a step cache (opensora.sampling.step_cache)
+then decides once per step for all three, so the guidance always combines outputs of the same step.
 """
 
 from collections.abc import Callable
