@@ -13,9 +13,9 @@ import gradio as gr
 
 from app.config import AppConfig
 from app.presets_info import availability, check_selectable, preset
-from app.training_runs import lora_choices
+from app.lora_slots import PICKERS, SCALES, build_lora_slots, chosen_loras, picker_updates, slot_values
 from opensora.errors import UserError
-from opensora.generation_settings import AUTO_ASPECT, SEED_MAX, GenerationRequest, LoraChoice, frame_rule
+from opensora.generation_settings import AUTO_ASPECT, SEED_MAX, GenerationRequest, frame_rule
 from opensora.presets import FAMILY_V1_2, Preset, SamplerDefaults
 from opensora.sampling.cache_spec import SPEEDS, offered_speeds, parse_cache_spec, speed_of
 
@@ -27,11 +27,11 @@ MAX_SAMPLES = 4
 AUTO_CHOICE = ("auto (follow the image)", AUTO_ASPECT)
 # Controls that follow the preset, those "reuse settings" fills, and those a request is made of.
 PRESET_FIELDS = ("resolution", "aspect_ratio", "num_frames", "frames_note", "num_steps", "guidance", "guidance_img",
-                 "motion_score", "lora", "speed")
-FILL_FIELDS = ("preset", *PRESET_FIELDS, "seed", "random_seed", "num_samples", "lora_scale", "compile")
+                 "motion_score", *PICKERS, "speed")
+FILL_FIELDS = ("preset", *PRESET_FIELDS, "seed", "random_seed", "num_samples", *SCALES, "compile")
+LORA_FIELDS = tuple(name for pair in zip(PICKERS, SCALES) for name in pair)  # lora, lora_scale, lora_2, ...
 REQUEST_FIELDS = ("preset", "resolution", "aspect_ratio", "num_frames", "num_steps", "guidance", "guidance_img",
-                  "motion_score", "seed", "random_seed", "num_samples", "refine", "lora", "lora_scale", "speed",
-                  "compile")
+                  "motion_score", "seed", "random_seed", "num_samples", "refine", *LORA_FIELDS, "speed", "compile")
 
 
 def image_guidance(p: Preset) -> bool:
@@ -93,27 +93,35 @@ class SettingsForm:
     random_seed: gr.Checkbox
     num_samples: gr.Slider
     refine: gr.Checkbox
-    lora: gr.Dropdown
-    lora_scale: gr.Slider
+    lora_pickers: list[gr.Dropdown]  # the LoRA rows (app.lora_slots), first row first
+    lora_scales: list[gr.Slider]
     speed: gr.Dropdown
     compile: gr.Checkbox
     auto_aspect: bool  # the I2V tab offers "auto": the bucket closest to the reference
 
+    def control(self, name: str):
+        """The control of a field name; the LoRA rows' are lora, lora_scale, lora_2, lora_scale_2, ..."""
+        if name in PICKERS:
+            return self.lora_pickers[PICKERS.index(name)]
+        if name in SCALES:
+            return self.lora_scales[SCALES.index(name)]
+        return getattr(self, name)
+
     def preset_outputs(self) -> list:
-        return [getattr(self, name) for name in PRESET_FIELDS]
+        return [self.control(name) for name in PRESET_FIELDS]
 
     def fill_outputs(self) -> list:
-        return [getattr(self, name) for name in FILL_FIELDS]
+        return [self.control(name) for name in FILL_FIELDS]
 
     def request_inputs(self) -> list:
-        return [getattr(self, name) for name in REQUEST_FIELDS]
+        return [self.control(name) for name in REQUEST_FIELDS]
 
 
 def request_from_form(values: list, **fixed) -> GenerationRequest:
     """A GenerationRequest from `request_inputs()` values plus the tab's own (prompt, cond type...)."""
     v = dict(zip(REQUEST_FIELDS, values))
     random_seed, seed = v.pop("random_seed"), v.pop("seed")
-    lora, scale = v.pop("lora"), v.pop("lora_scale")
+    loras = chosen_loras([v.pop(name) for name in PICKERS], [v.pop(name) for name in SCALES])
     speed = v.pop("speed") or "quality"  # a speed, or the spec of a reused video's own step cache
     is_speed = speed in SPEEDS
     uses_image_guidance = not v["preset"] or image_guidance(preset(v["preset"]))
@@ -122,7 +130,7 @@ def request_from_form(values: list, **fixed) -> GenerationRequest:
         num_frames=int(v["num_frames"]), num_steps=int(v["num_steps"]), guidance=float(v["guidance"]),
         guidance_img=float(v["guidance_img"]) if uses_image_guidance else None, motion_score=v["motion_score"],
         seed=None if random_seed or seed is None else int(seed), num_samples=int(v["num_samples"]),
-        refine=bool(v["refine"]), loras=[LoraChoice(lora, float(scale))] if lora else [],
+        refine=bool(v["refine"]), loras=loras,
         speed=speed if is_speed else None, cache=None if is_speed else speed, compile=bool(v["compile"]),
     )
 
@@ -171,17 +179,14 @@ def build_settings_form(config: AppConfig, default_preset: str, image_tab: bool)
         refine = gr.Checkbox(value=False, label="Refine prompt first",
                              info="rewrites the prompt in detail with the refinement server if one is configured, "
                                   "else offline (not for a model with a fixed vocabulary)")
-        with gr.Row():
-            lora = gr.Dropdown(lora_choices(config.runs_dir, preset=p.name), value="", label="LoRA",
-                               info=f"fine-tuned for this preset in {config.runs_dir.name}/ (Fine-tune tab)", scale=2)
-            lora_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale", scale=1)
+        loras = build_lora_slots(config, p.name)
     form = SettingsForm(preset_dd, preset_help, resolution, aspect, num_frames, note, num_steps, guidance,
-                        guidance_img, motion, seed, random_seed, num_samples, refine, lora, lora_scale, speed,
-                        compile_box, image_tab)
+                        guidance_img, motion, seed, random_seed, num_samples, refine, loras.pickers, loras.scales,
+                        speed, compile_box, image_tab)
 
     private = dict(api_visibility="private", queue=False)
-    preset_dd.input(lambda name, value: preset_updates(name, config, image_tab, lora=value), [preset_dd, lora],
-                    form.preset_outputs(), **private)
+    preset_dd.input(lambda name, *paths: preset_updates(name, config, image_tab, loras=list(paths)),
+                    [preset_dd, *loras.pickers], form.preset_outputs(), **private)
     resolution.input(lambda name, res: aspect_update(name, res, image_tab), [preset_dd, resolution], aspect, **private)
     # Queued: a toast (gr.Warning) reaches the page only through the queue.
     num_frames.input(frames_input, [preset_dd, num_frames], [num_frames, note], api_visibility="private",
@@ -202,7 +207,7 @@ def frames_input(name: str, num_frames):
 
 
 def preset_updates(name: str, config: AppConfig, image_tab: bool, sampler_overrides: dict | None = None,
-                   lora: str = "") -> list:
+                   loras: list[str] | None = None, reused: bool = False) -> list:
     """Choices and defaults of every control that depends on the preset (order: preset_outputs)."""
     p = preset(name)
     s = p.sampler
@@ -218,7 +223,6 @@ def preset_updates(name: str, config: AppConfig, image_tab: bool, sampler_overri
     aspect = values["aspect_ratio"] if values["aspect_ratio"] in names else names[0]
     rule = frame_rule(p)
     frames = rule.nearest(int(values["num_frames"]))
-    loras = lora_choices(config.runs_dir, keep=lora, preset=p.name)
     return [
         gr.update(choices=list(p.buckets), value=resolution),
         gr.update(choices=ratios, value=aspect),
@@ -228,7 +232,7 @@ def preset_updates(name: str, config: AppConfig, image_tab: bool, sampler_overri
         values["guidance"],
         gr.update(value=values["guidance_img"], visible=image_tab and image_guidance(p)),
         motion_value(values["motion_score"]),
-        gr.update(choices=loras, value=lora if lora in [c[1] if isinstance(c, tuple) else c for c in loras] else ""),
+        *picker_updates(config.runs_dir, p.name, loras or [], reused),
         speed_update(p, values["speed"]),
     ]
 
@@ -261,13 +265,13 @@ def fill_updates(request: GenerationRequest, config: AppConfig, image_tab: bool)
     keys = ("resolution", "aspect_ratio", "num_frames", "num_steps", "guidance", "guidance_img", "motion_score")
     overrides = {k: getattr(request, k) for k in keys if getattr(request, k) is not None}
     overrides["speed"] = speed_value(preset(name), request)
-    lora = request.loras[0] if request.loras else LoraChoice("", 1.0)  # the picker holds one LoRA
+    paths, scales = slot_values(request.loras)
     return [
         name,
-        *preset_updates(name, config, image_tab, overrides, lora=lora.path),
+        *preset_updates(name, config, image_tab, overrides, loras=paths, reused=True),
         gr.update(value=request.seed, visible=True),
         False,  # reuse means "this seed"
         1,
-        lora.scale,
+        *scales,
         bool(request.compile),
     ]

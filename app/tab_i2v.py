@@ -74,12 +74,13 @@ def build_i2v_tab(config: AppConfig, handler: GenerateHandler, default_preset: s
                      reference_video: str | None, negative_prompt: str, preset: str, resolution: str,
                      aspect_ratio: str, num_frames: int, num_steps: int, guidance: float, guidance_img: float,
                      motion_score: str, seed: int | None, random_seed: bool, num_samples: int, refine: bool,
-                     lora: str, lora_scale: float, speed: str, compile: bool, request: gr.Request,
-                     progress=gr.Progress()):
+                     lora: str, lora_scale: float, lora_2: str, lora_scale_2: float, lora_3: str,
+                     lora_scale_3: float, speed: str, compile: bool, request: gr.Request, progress=gr.Progress()):
         """Image (or video) to video. Returns (mp4 of the first sample, all mp4s, status text, seed of the
         first video). aspect_ratio "auto": the preset's bucket closest to the reference's shape."""
         values = [preset, resolution, aspect_ratio, num_frames, num_steps, guidance, guidance_img, motion_score,
-                  seed, random_seed, num_samples, refine, lora, lora_scale, speed, compile]
+                  seed, random_seed, num_samples, refine, lora, lora_scale, lora_2, lora_scale_2, lora_3,
+                  lora_scale_3, speed, compile]
         references = reference_paths(cond_type, reference_image, end_image, reference_video)
         form_request = request_from_form(values, prompt=prompt, negative_prompt=negative_prompt or "",
                                          cond_type=cond_type, reference=references)

@@ -144,12 +144,13 @@ def build_t2v_tab(config: AppConfig, handler: GenerateHandler, default_preset: s
     def generate_t2v(prompt: str, negative_prompt: str, use_t2i2v: bool, preset: str, resolution: str,
                      aspect_ratio: str, num_frames: int, num_steps: int, guidance: float, guidance_img: float,
                      motion_score: str, seed: int | None, random_seed: bool, num_samples: int, refine: bool,
-                     lora: str, lora_scale: float, speed: str, compile: bool, request: gr.Request,
-                     progress=gr.Progress()):
+                     lora: str, lora_scale: float, lora_2: str, lora_scale_2: float, lora_3: str,
+                     lora_scale_3: float, speed: str, compile: bool, request: gr.Request, progress=gr.Progress()):
         """Text to video (use_t2i2v: FLUX draws the first frame first). Returns (mp4 of the first sample,
         all mp4s, status text, seed of the first video)."""
         values = [preset, resolution, aspect_ratio, num_frames, num_steps, guidance, guidance_img, motion_score,
-                  seed, random_seed, num_samples, refine, lora, lora_scale, speed, compile]
+                  seed, random_seed, num_samples, refine, lora, lora_scale, lora_2, lora_scale_2, lora_3,
+                  lora_scale_3, speed, compile]
         form_request = request_from_form(values, prompt=prompt, negative_prompt=negative_prompt or "", cond_type="t2v",
                                          use_t2i2v=bool(use_t2i2v))
         return handler.run_with_image(form_request, request, progress)

@@ -86,7 +86,7 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
                 refine = build_refine_tab(demo_available, preset(default).prompt.vocabulary == "shapes-world")
             with gr.Tab("Fine-tune", id="finetune", elem_id="tab-finetune"):
                 build_finetune_tab(demo, config, services.runs, default,
-                                   [(t2v.form.lora, t2v.form.preset), (i2v.form.lora, i2v.form.preset)])
+                                   [(picker, form.preset) for form in (t2v.form, i2v.form) for picker in form.lora_pickers])
             with gr.Tab("Queue", id="queue", elem_id="tab-queue"):
                 build_queue_tab(config, handler, default)
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
@@ -128,9 +128,10 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
                                api_visibility="private")
         # Opening a video tab picks up LoRAs finished meanwhile (also from the command line).
         for tab_block, form in ((t2v_tab, t2v.form), (i2v_tab, i2v.form)):
-            tab_block.select(lambda value, name: gr.update(choices=lora_choices(config.runs_dir, keep=value or "",
-                                                                                preset=name)),
-                             [form.lora, form.preset], form.lora, **private)
+            for picker in form.lora_pickers:
+                tab_block.select(lambda value, name: gr.update(choices=lora_choices(config.runs_dir, keep=value or "",
+                                                                                    preset=name)),
+                                 [picker, form.preset], picker, **private)
         demo.load(**refresh_event_args(config, history))
     return demo, services
 
