@@ -413,35 +413,11 @@ def _read_sidecar(path: Path) -> tuple[dict | None, bool]:
     return settings, False
 
 
-def delete_outputs(output_dir: PathLike, indices: list[int]) -> int:
-    """Remove the videos `indices` (mp4 first, so a listing drops them at once, then sidecar and
-    image) and their results.csv rows, under the writers' lock. Returns how many videos went."""
-    output_dir = Path(output_dir)
-    wanted = {int(i) for i in indices}
-    if not wanted:
-        return 0
-    removed = 0
-    with file_lock(output_dir / f".{RESULTS_CSV}.lock"):
-        for index in wanted:
-            stem = output_dir / f"{index:04d}"
-            if stem.with_suffix(".mp4").exists():
-                removed += 1
-            for suffix in (".mp4", ".json", ".png"):
-                stem.with_suffix(suffix).unlink(missing_ok=True)
-        csv_path = output_dir / RESULTS_CSV
-        if csv_path.is_file():
-            rows = _read_csv_rows(csv_path)
-            kept = [row for row in rows if not (row.get("index") or "").isdigit() or int(row["index"]) not in wanted]
-            if len(kept) != len(rows):
-                buffer = io.StringIO()
-                writer = csv.DictWriter(buffer, fieldnames=RESULTS_COLUMNS, lineterminator="\n", extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(kept)
-                atomic_write_text(csv_path, buffer.getvalue())
-    return removed
-
-
 def delete_job_outputs(output_dir: PathLike, job_id: str) -> int:
-    """Remove what a queue job had written (its sidecars carry its `job_id`)."""
+    """Remove what a queue job had written (its sidecars carry its `job_id`), each video as
+    `OutputWriter.delete` does. Returns how many videos went."""
     indices = [e["index"] for e in list_outputs(output_dir) if (e["settings"] or {}).get("job_id") == job_id]
-    return delete_outputs(output_dir, indices)
+    writer = OutputWriter(output_dir)
+    for index in indices:
+        writer.delete(index)
+    return len(indices)
