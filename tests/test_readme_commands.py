@@ -32,3 +32,24 @@ def test_readme_example_command_writes_its_videos(argv, tmp_path, monkeypatch):
 def test_readme_has_both_example_commands():
     kinds = {"--csv" in a for a in readme_generate_commands()}
     assert kinds == {True, False}
+
+
+def test_readme_layout_names_every_top_level_folder_and_only_paths_that_exist():
+    """#33: the README's Layout section matches the tree: each bullet's paths exist (under the
+    folder the bullet starts with, else at the top), and every tracked top-level folder is named."""
+    import re
+    import subprocess
+
+    text = (REPO / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    bullets = re.split(r"\n- ", layout)[1:]
+    named = set()
+    for bullet in bullets:
+        paths = [p for p in re.findall(r"`([\w./-]+)`", bullet) if p.endswith(("/", ".py"))]
+        base = REPO / paths[0] if paths and paths[0].endswith("/") else REPO
+        for path in paths:
+            named.add(path.split("/")[0])
+            assert (REPO / path).exists() or (base / path).exists(), f"README Layout names {path!r}: not in the tree"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    folders = {p.split("/")[0] for p in tracked if "/" in p and not p.startswith(".")}
+    assert folders <= named, f"top-level folders missing from the README's Layout: {sorted(folders - named)}"
