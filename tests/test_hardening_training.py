@@ -125,3 +125,12 @@ def test_a_killed_trainers_lock_is_stale(tmp_path):
     assert (run_dir / LOCK_FILE).is_file() and lock_holder(run_dir) is None
     view = TrainingRuns(tmp_path / "runs").view("killed")
     assert view.state == "interrupted" and "Resume" in view.message and view.step == 7
+
+
+def test_an_open_sora_1_2_preset_is_refused_before_any_load(tmp_path, capsys):
+    """The trainer builds an MMDiT: a 1.2 preset (STDiT3) is one clear line and exit 2, not a traceback."""
+    code = training_main(["finetune", "--preset", "tiny-random-v1-2", "--data", str(REPO / "examples/prompts.csv"),
+                          "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "tiny-random-v1-2 is Open-Sora 1.2" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

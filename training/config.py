@@ -19,7 +19,7 @@ from typing import Any
 
 from opensora.errors import UserError
 from opensora.generation_settings import SEED_MAX
-from opensora.presets import DEFAULT_CKPT_DIR, PRESET_DIR
+from opensora.presets import DEFAULT_CKPT_DIR, FAMILY_V2, PRESET_DIR, load_preset
 
 # Kept free of torch/diffusers imports so `--help` is instant.
 
@@ -260,6 +260,10 @@ def validate(config: TrainConfig) -> TrainConfig:
     for name, flag in (("preset", "--preset"), ("data", "--data"), ("output_dir", "--output-dir")):
         if not getattr(config, name):
             raise UserError(f"{flag} is required (or set `{name}` in the training config TOML)")
+    preset = load_preset(config.preset)  # torch-free; names a missing preset
+    if preset.family != FAMILY_V2:
+        raise UserError(f"preset {preset.name} is {preset.family_name}: the trainer fine-tunes Open-Sora 2.0 "
+                        "presets (the MMDiT) only; Open-Sora 1.2 presets generate but do not train")
     if config.mode not in MODES:
         raise UserError(f"mode is {config.mode!r}; allowed: {', '.join(MODES)}")
     if config.init not in INITS:
