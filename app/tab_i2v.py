@@ -13,17 +13,36 @@ from app.reference_image import ReferenceImage
 from app.settings_form import build_settings_form, request_from_form
 from app.tab_t2v import NEGATIVE_INFO, VideoTab, result_column, wire_generate
 from opensora.generation_settings import MAX_PROMPT_CHARS
+from opensora.presets import FAMILY_V1_2
+from opensora.sampling.conditioning import reference_spec
+from opensora.sampling.mask_strategy import COND_TYPES_V1_2, reference_spec_v1_2
 
-# (label, official cond type). The v2v types keep 33 (or 65, "long") frames of the uploaded video.
-CONDITIONING = [
+IMAGE_CONDITIONING = [
     ("First frame: the video starts on the image", "i2v_head"),
     ("Last frame: the video ends on the image", "i2v_tail"),
     ("Loop: from the first image to the second (same image twice if only one)", "i2v_loop"),
-    ("Extend a video, head: keep its first 33 frames, continue after them", "v2v_head"),
-    ("Extend a video, tail: keep its last 33 frames, lead up to them", "v2v_tail"),
-    ("Extend a video, head (long): keep its first 65 frames", "v2v_head_easy"),
-    ("Extend a video, tail (long): keep its last 65 frames", "v2v_tail_easy"),
 ]
+VIDEO_TYPES_V2 = ("v2v_head", "v2v_tail", "v2v_head_easy", "v2v_tail_easy")
+
+
+def conditioning_choices(name: str) -> list[tuple[str, str]]:
+    """(label, official cond type) for preset `name`: the v2v labels say how many frames of the uploaded
+    video its family keeps (2.0: 33, or 65 "long"; 1.2: 17, and no long types)."""
+    p = preset(name)
+    if p.family == FAMILY_V1_2:
+        video = [(t, reference_spec_v1_2(t).frames) for t in COND_TYPES_V1_2 if t.startswith("v2v")]
+    else:
+        video = [(t, reference_spec(t).frames) for t in VIDEO_TYPES_V2]
+    extend = {"head": "keep its first {n} frames, continue after them", "tail": "keep its last {n} frames, lead up to them"}
+    return IMAGE_CONDITIONING + [
+        (f"Extend a video, {end}{' (long)' if t.endswith('_easy') else ''}: " + extend[end].format(n=frames), t)
+        for t, frames in video for end in ["head" if "head" in t else "tail"]
+    ]
+
+
+def conditioning_update(name: str, cond_type: str):
+    choices = conditioning_choices(name)
+    return gr.update(choices=choices, value=cond_type if cond_type in [t for _, t in choices] else "i2v_head")
 
 
 @dataclass
@@ -60,7 +79,7 @@ def build_i2v_tab(config: AppConfig, handler: GenerateHandler, default_preset: s
                 end_image = ReferenceImage(label="Last image (loop)", type="filepath",
                                            sources=["upload", "clipboard"], height=220, visible=False)
                 ref_video = gr.Video(label="Video to extend", sources=["upload"], height=220, visible=False)
-            cond_type = gr.Dropdown(CONDITIONING, value="i2v_head", label="Conditioning")
+            cond_type = gr.Dropdown(conditioning_choices(default_preset), value="i2v_head", label="Conditioning")
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder=preset(default_preset).prompt.example,
                                 max_length=MAX_PROMPT_CHARS, elem_classes=["prompt-box"])
             negative = gr.Textbox(label="Negative prompt", lines=1, value="", info=NEGATIVE_INFO,
@@ -90,5 +109,6 @@ def build_i2v_tab(config: AppConfig, handler: GenerateHandler, default_preset: s
     event = wire_generate(result, handler, generate_i2v, inputs, api_name="generate-i2v", cancel_api=False)
     form.preset.input(lambda name: gr.update(placeholder=preset(name).prompt.example), form.preset, prompt,
                       api_visibility="private", queue=False)
+    form.preset.input(conditioning_update, [form.preset, cond_type], cond_type, api_visibility="private", queue=False)
     tab = VideoTab(prompt, negative, form, result, event)
     return tab, ReferenceInputs(cond_type, image, end_image, ref_video)

@@ -17,11 +17,12 @@ from app.tab_finetune import build_finetune_tab
 from app.extend_handler import ExtendHandler
 from app.settings_drop import build_settings_drop, dropped_settings
 from app.tab_history import build_history_tab, refresh_event_args, send_to_i2v
-from app.tab_i2v import build_i2v_tab
+from app.tab_i2v import build_i2v_tab, conditioning_choices
 from app.tab_queue import build_queue_tab
 from app.tab_refine import build_refine_tab
 from app.tab_t2v import build_t2v_tab
 from app.training_runs import TrainingRuns, lora_choices
+from opensora.errors import UserError
 from opensora.generation_settings import GenerationRequest
 from opensora.job_queue import JobQueue
 from opensora.pipeline_cache import PipelineCache
@@ -140,8 +141,12 @@ def reference_updates(request: GenerationRequest) -> list:
     """cond type + reference inputs of the I2V tab from a reused request (files that still exist)."""
     existing = [r for r in request.reference if r and Path(r).is_file()]
     cond_type = request.cond_type
+    try:  # the labels of the video's own family (its preset may not exist here: fill_updates says so)
+        choices = gr.update(choices=conditioning_choices(request.preset), value=cond_type)
+    except UserError:
+        choices = cond_type
     if cond_type.startswith("v2v"):
-        return [cond_type, gr.update(), gr.update(), existing[0] if existing else gr.update()]
+        return [choices, gr.update(), gr.update(), existing[0] if existing else gr.update()]
     first = existing[0] if existing else gr.update()
     last = existing[-1] if cond_type == "i2v_loop" and len(existing) > 1 else gr.update()
-    return [cond_type, first, last, gr.update()]
+    return [choices, first, last, gr.update()]

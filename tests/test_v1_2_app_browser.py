@@ -83,6 +83,11 @@ def test_i2v_tab_generates_from_an_image_with_the_v1_2_preset(page, studio, tmp_
     page.get_by_role("tab", name="Image → Video").click()
     tab = page.locator("#tab-i2v")
     assert not tab.get_by_label("Image guidance").is_visible()  # 1.2 has no image guidance
+    tab.get_by_label("Conditioning").click()  # 1.2 keeps 17 frames of a video to extend, and has no "long" types
+    options = page.get_by_role("option").all_inner_texts()
+    assert "Extend a video, head: keep its first 17 frames, continue after them" in options
+    assert not any("33" in o or "65" in o or "(long)" in o for o in options), options
+    page.get_by_role("option", name="First frame: the video starts on the image").click()
     tab.locator(".reference-image input[type=file]").set_input_files(str(image))
     tab.locator(".reference-image img").first.wait_for()
     tab.locator(".prompt-box textarea").fill("it rolls away")
