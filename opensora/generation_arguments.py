@@ -82,8 +82,9 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     flag(parser, "num-sample", type=int, default=1, help="videos per prompt (seed + k each)")
 
 
-def add_folder_arguments(parser: argparse.ArgumentParser) -> None:
-    flag(parser, "ckpt-dir", default=DEFAULT_CKPT_DIR, help="folder with the official checkpoints")
+def add_folder_arguments(parser: argparse.ArgumentParser, ckpt: bool = True) -> None:
+    if ckpt:
+        flag(parser, "ckpt-dir", default=DEFAULT_CKPT_DIR, help="folder with the official checkpoints")
     flag(parser, "output-dir", default=DEFAULT_OUTPUT_DIR, help="where videos, sidecars and results.csv go")
 
 
@@ -147,14 +148,15 @@ def requests_from_args(args: argparse.Namespace, preset_column: bool = False) ->
         use_t2i2v=args.use_t2i2v, image_resolution=args.image_resolution, speed=args.speed, cache=args.cache,
         compile=args.compile,
     )
+    if preset_column:  # each job names its preset (generate's requests leave it to the one it runs)
+        common["preset"] = args.preset
     if args.prompt is not None:
         return [("", GenerationRequest(prompt=args.prompt, cond_type=args.cond_type, reference=args.ref or [],
                                        seed=args.seed, **common))]
     from opensora.io.job_csv import requests_from_csv
 
-    extra = dict(preset_column=True, preset=args.preset) if preset_column else {}
     return requests_from_csv(args.csv, cond_type=args.cond_type, reference=args.ref or [], seed=args.seed,
-                             **extra, **common)
+                             preset_column=preset_column, **common)
 
 
 def check_threads(threads: int | None) -> None:
