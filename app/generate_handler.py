@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+
 import gradio as gr
 
 from app.config import AppConfig
