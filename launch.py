@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from opensora.presets import DEFAULT_CKPT_DIR
+from opensora.presets import DEFAULT_CKPT_DIR, DEFAULT_OUTPUT_DIR
 
 
 DEFAULT_MAX_UPLOAD_MB = 50
@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", default=None, help="model preset to start with (default: official 256px if "
                         "its files are in --ckpt-dir, else the bundled demo model, else tiny-random)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    parser.add_argument("--output-dir", default="outputs", help="where videos and sidecars go (default ./outputs)")
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="where videos, sidecars and the job queue go "
+                        f"(default ./{DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--runs-dir", default="runs", help="fine-tune runs; their LoRAs feed the LoRA picker")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                         help=f"largest upload accepted, in MB (default {DEFAULT_MAX_UPLOAD_MB}: reference images and "

@@ -3,12 +3,12 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from opensora.presets import DEFAULT_CKPT_DIR
+from opensora.presets import DEFAULT_CKPT_DIR, DEFAULT_OUTPUT_DIR
 
 
 @dataclass
 class AppConfig:
-    output_dir: Path = Path("outputs")  # videos + sidecars; the gallery reads it back
+    output_dir: Path = Path(DEFAULT_OUTPUT_DIR)  # videos + sidecars; the gallery reads it back
     ckpt_dir: Path = Path(DEFAULT_CKPT_DIR)  # official checkpoints
     runs_dir: Path = Path("runs")  # fine-tune runs; RUNS_DIR/*/lora.safetensors feed the LoRA picker
     preset: str | None = None  # None: official 256px if present, else demo, else tiny-random

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import replace
 
 import gradio as gr
 
@@ -22,11 +21,11 @@ from app.config import AppConfig
 from app.presets_info import check_selectable
 from app.progress import format_seconds
 from app.zerogpu import estimate_gpu_seconds, gpu_task, on_zero_gpu
-from opensora import runner
 from opensora.errors import UserError
-from opensora.generation_settings import GenerationRequest, GenerationSettings, resolve_settings
-from opensora.io.outputs import IMAGE_FIELD, copy_reference
+from opensora.generation_settings import GenerationRequest, GenerationSettings
+from opensora.io.outputs import IMAGE_FIELD
 from opensora.job_queue import FINISHED, Job, JobQueue
+from opensora.job_submit import enqueue, resolve_jobs
 from opensora.pipeline_cache import PipelineCache
 from opensora.queue_worker import QueueWorker, failure_message
 
@@ -82,18 +81,20 @@ class GenerateHandler:
 
     def submit(self, request: GenerationRequest, session_id: str) -> Job:
         """Resolve and queue a request (its references kept in the output folder); errors raise now."""
-        preset = check_selectable(request.preset, self.config.ckpt_dir)
-        settings = resolve_settings(request, preset)
-        if not self.inline:  # the memory planner, at once (on ZeroGPU the GPU exists only inside the job)
-            runner.check_job_fits(settings, preset, self.cache.options, self.config.ckpt_dir)
-        output_dir = self.config.output_dir
-        output_dir.mkdir(parents=True, exist_ok=True)
-        settings = replace(settings, reference=[copy_reference(r, output_dir) for r in settings.reference])
-        job = self.queue.add(request.preset, settings.to_dict())
+        return self.submit_all([("", request)], session_id)[0]
+
+    def submit_all(self, requests: list[tuple[str, GenerationRequest]], session_id: str) -> list[Job]:
+        """Queue (where, request) pairs: all resolved and checked first, so a bad one (its error
+        prefixed with its `where`) adds none. The same path as `python -m opensora queue add`."""
+        # The memory planner, at once (on ZeroGPU the GPU exists only inside the job).
+        options = None if self.inline else self.cache.options
+        jobs = resolve_jobs(requests, lambda name: check_selectable(name, self.config.ckpt_dir), options,
+                            self.config.ckpt_dir)
+        added = enqueue(self.queue, jobs)
         with self._lock:
-            self._session_jobs[session_id].append(job.id)
+            self._session_jobs[session_id].extend(job.id for job in added)
         self.worker.wake()
-        return job
+        return added
 
     def wait(self, job_id: str, report) -> Job:
         """Report the job's place in the queue, then its steps, until it ends."""

@@ -89,7 +89,9 @@ def build_app(config: AppConfig) -> tuple[gr.Blocks, Services]:
                 build_finetune_tab(demo, config, services.runs, default,
                                    [(picker, form.preset) for form in (t2v.form, i2v.form) for picker in form.lora_pickers])
             with gr.Tab("Queue", id="queue", elem_id="tab-queue"):
-                build_queue_tab(config, handler, default)
+                # A CSV's rows take the Text → Video form's current settings.
+                build_queue_tab(config, handler,
+                                [t2v.negative_prompt, t2v.use_t2i2v, *t2v.form.request_inputs()])
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
                 history = build_history_tab(config, ExtendHandler(config, services.cache))
 

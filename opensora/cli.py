@@ -5,6 +5,7 @@ from opensora.commands import check, generate, parity, plan, refine
 from opensora.commands import extend, info
 from opensora.commands import fit_preview
 from opensora.commands import calibrate_cache
+from opensora.commands import queue
 
 COMMANDS = {
     "generate": (generate, "generate videos from prompts (text-to-video, image/video-to-video)"),
@@ -17,6 +18,7 @@ COMMANDS = {
     "extend": (extend, "continue a video into a longer one (v2v_head parts from its last 33 frames)"),
     "calibrate-cache": (calibrate_cache, "measure a preset's MagCache ratios (presets/cache/P-magcache.toml) for "
                         "--cache magcache"),
+    "queue": (queue, "the app's job queue: add jobs (generate's flags), run them headless, list them"),
 }
 
 

@@ -18,6 +18,9 @@ from opensora.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_CKPT_DIR = "ckpts"  # where an official preset's files are looked for (--ckpt-dir), under the official names
+# Where videos, sidecars, results.csv and the job queue go (--output-dir of the app and every command):
+# one default, so `queue add` on the command line reaches the queue of an app started plainly.
+DEFAULT_OUTPUT_DIR = "outputs"
 WEIGHT_SOURCES = ("official", "random", "bundled")
 MAX_FRAMES = 129
 FAMILY_V2, FAMILY_V1_2 = "opensora-v2", "opensora-v1.2"

@@ -86,9 +86,12 @@ class QueueCancel:
 
 
 class QueueWorker:
-    def __init__(self, queue: JobQueue, pipelines, preview_dir=None):
-        """preview_dir: where each running job's live preview files go (None: no previews)."""
+    def __init__(self, queue: JobQueue, pipelines, preview_dir=None, progress_type=JobProgress, refine_settings=None):
+        """preview_dir: where each running job's live preview files go (None: no previews).
+        progress_type(job_id, preview=...): a JobProgress (`queue run` prints a line from it).
+        refine_settings: the prompt refinement server (None: from the environment)."""
         self.queue, self.pipelines, self.preview_dir = queue, pipelines, preview_dir
+        self.progress_type, self.refine_settings = progress_type, refine_settings
         self.progress: dict[str, JobProgress] = {}
         self.cancels: dict[str, QueueCancel] = {}
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -134,14 +137,16 @@ class QueueWorker:
         if job is None:
             return None
         previews = None if self.preview_dir is None else PreviewFiles(self.preview_dir)
-        progress = self.progress[job.id] = JobProgress(job.id, preview=previews)
+        progress = self.progress[job.id] = self.progress_type(job.id, preview=previews)
         cancel = self.cancels[job.id] = QueueCancel(self.queue, job.id)
         failure = None
         try:
             preset = load_preset(job.preset)
             settings = GenerationSettings.from_dict(job.settings)
+            # Only when set: the runner's stand-ins in tests take the app's arguments.
+            refine = {} if self.refine_settings is None else {"refine_settings": self.refine_settings}
             result = self.run(preset, settings, self.pipelines, self.queue.output_dir, progress, cancel,
-                              record={"job_id": job.id})
+                              record={"job_id": job.id}, **refine)
             return self.queue.finish(job.id, "done", [p.name for p in result.paths],
                                      seconds_per_step=progress.seconds_per_step, notices=result.notices)
         except Exception as err:  # noqa: BLE001 - a failed job must not stop the queue

@@ -1,6 +1,7 @@
 """The job queue as a user sees it (#31.1), in a real Chromium: three jobs queued with positions,
 the app killed with -9 in the middle of the first, restarted: the interrupted job runs again, the
-other two run, and History holds each video exactly once."""
+other two run, and History holds each video exactly once; a 2-row CSV uploaded in the Queue tab
+becomes two jobs that run."""
 
 import shutil
 import signal
@@ -96,6 +97,34 @@ def test_three_jobs_survive_a_kill_9_of_the_app(browser, tmp_path):
         assert [captions.count(f"a {name}") for name in ("first job", "second job", "third job")] == [1, 1, 1]
         assert len(list(app.output_dir.glob("[0-9]*.mp4"))) == 3
         assert len((app.output_dir / "results.csv").read_text().splitlines()) == 4
+        page.close()
+    finally:
+        app.stop()
+
+
+def test_a_two_row_csv_upload_adds_two_jobs_that_run(browser, tmp_path):
+    """Queue tab, "Add jobs from CSV": both rows become jobs with the Text → Video form's settings
+    (its Steps set to 3 here) and reach "done" on the page."""
+    table = tmp_path / "jobs.csv"
+    table.write_text("text,seed\na csv cat,1\na csv dog,2\n")
+    app = start_app(tmp_path)
+    try:
+        page = open_app(browser, app.url)
+        steps = page.locator("#tab-t2v").get_by_label("number input for Steps")
+        steps.fill("3")
+        steps.press("Enter")
+        page.get_by_role("tab", name="Queue").click()
+        queue_tab = page.locator("#tab-queue")
+        queue_tab.get_by_text("Add jobs from CSV").click()
+        queue_tab.locator(".queue-csv input[type=file]").set_input_files(str(table))
+        queue_tab.locator(".queue-csv").get_by_text("jobs.csv").first.wait_for()  # uploaded
+        queue_tab.get_by_role("button", name="Add to the queue").click()
+        queue_tab.locator(".queue-note").get_by_text("Added 2 jobs from jobs.csv").wait_for()
+        rows = wait_rows(page, lambda rows: len(rows) == 2 and all(r["state"] == "done" for r in rows))
+        assert sorted(r["settings"].split(" · ")[0] for r in rows) == ["a csv cat", "a csv dog"]
+        assert all("3 steps" in r["settings"] for r in rows)
+        page.screenshot(path=str(tmp_path / "queue-csv-done.png"), full_page=True)
+        assert len(list(app.output_dir.glob("[0-9]*.mp4"))) == 2
         page.close()
     finally:
         app.stop()

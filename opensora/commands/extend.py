@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from opensora.errors import UserError
-from opensora.presets import DEFAULT_CKPT_DIR
+from opensora.presets import DEFAULT_CKPT_DIR, DEFAULT_OUTPUT_DIR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora", action="append", default=None, metavar="FILE[:SCALE]",
                         help="merge a LoRA (repeat to stack; default: the video's own)")
     parser.add_argument("--ckpt-dir", default=DEFAULT_CKPT_DIR, help="folder with the official checkpoints")
-    parser.add_argument("--output-dir", default="outputs", help="where the extended video goes")
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="where the extended video goes")
     parser.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: bf16 on GPU, fp32 on CPU)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
 

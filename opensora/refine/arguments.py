@@ -24,11 +24,21 @@ def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags `generate` shares: --refine-prompt plus the endpoint flags and --refine-language."""
+    add_refine_prompt_argument(parser)
+    add_refine_server_arguments(parser)
+
+
+def add_refine_prompt_argument(parser: argparse.ArgumentParser) -> None:
+    """Whether a job's prompt is refined (`queue add`: part of the job)."""
     parser.add_argument(
         "--refine-prompt",
         action="store_true",
         help="refine prompts with the configured server, or offline when none is configured",
     )
+
+
+def add_refine_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """How prompts are refined: the endpoint flags and --refine-language (`queue run`: the runner's)."""
     add_endpoint_arguments(parser)
     parser.add_argument(
         "--refine-language",
