@@ -65,10 +65,14 @@ def test_three_jobs_survive_a_kill_9_of_the_app(browser, tmp_path):
         steps = tab.get_by_label("number input for Steps")
         steps.fill("200")
         steps.press("Enter")
-        for name in ("first job", "second job", "third job"):
+        for count, name in enumerate(("first job", "second job", "third job"), start=1):
             tab.locator(".prompt-box textarea").fill(f"a {name}")
             tab.get_by_role("button", name="Generate").click()
-            page.wait_for_timeout(300)
+            # The next prompt is typed once this job is in the queue (as a user sees it there); typed
+            # sooner, a loaded machine may read the box after the next fill.
+            deadline = time.monotonic() + 60
+            while len(list((app.output_dir / "queue").glob("*.json"))) < count and time.monotonic() < deadline:
+                time.sleep(0.1)
         page.get_by_role("tab", name="Queue").click()
 
         def first_running_others_waiting(rows):

@@ -8,7 +8,7 @@ from app.settings_form import REQUEST_FIELDS
 
 FORM = dict(preset="tiny-random", resolution="tiny", aspect_ratio="1:1", num_frames=5, num_steps=3, guidance=6.0,
             guidance_img=2.0, motion_score="4", seed=11, random_seed=False, num_samples=1, refine=False, lora="",
-            lora_scale=1.0, speed="quality", compile=False)
+            lora_scale=1.0, lora_2="", lora_scale_2=1.0, lora_3="", lora_scale_3=1.0, speed="quality", compile=False)
 
 
 @pytest.fixture(scope="module")
