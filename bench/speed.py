@@ -41,8 +41,9 @@ from training.demo.metrics import measure, psnr  # noqa: E402
 from training.demo.shapes_world import HELD_OUT  # noqa: E402
 
 CACHES = (
-    "first-block:threshold=0.1", "first-block:threshold=0.2", "first-block:threshold=0.3",
-    "taylorseer:interval=2", "taylorseer:interval=3", "taylorseer:interval=4",
+    "first-block:threshold=0.1", "first-block:threshold=0.2", "first-block:threshold=0.3", "first-block:threshold=0.4",
+    "taylorseer:interval=2", "taylorseer:interval=3", "taylorseer:interval=4", "taylorseer:interval=5",
+    "taylorseer:interval=6",
     "magcache:threshold=0.06", "magcache:threshold=0.12", "magcache:threshold=0.25,max-skip=4",
     "pab:every=2", "pab:every=3,tmin=0,tmax=1000",
     "fastercache:every=2", "fastercache:every=3,tmax=1000",
@@ -220,7 +221,7 @@ def row(setting: Setting, off: Setting, compiled: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=8, help="seeds per held-out combination in phase 2 (8: 64 videos)")
-    parser.add_argument("--max-evals", type=int, default=3, help="held-out evaluations at most, off included")
+    parser.add_argument("--max-evals", type=int, default=5, help="held-out evaluations at most, off included")
     parser.add_argument("--combos", type=int, default=len(HELD_OUT), help="held-out combinations used in both "
                         f"phases (default all {len(HELD_OUT)}; fewer: a quick smoke run)")
     parser.add_argument("--no-compile", action="store_true", help="leave out the --compile rows")
