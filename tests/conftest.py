@@ -20,3 +20,12 @@ def run_cli(*args: str, module: str = "opensora", timeout: float = 300, env=None
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium for a browser-test module (tests/browser_pages.py); skipped without `chromium`."""
+    from browser_pages import chromium
+
+    with chromium() as instance:
+        yield instance

@@ -2,7 +2,6 @@
 endpoints with gradio_client, and through a real browser (Debian's Chromium, Playwright)."""
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -12,10 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser_pages import PLAYABLE, open_app
 from studio_app import REPO, start_app
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
@@ -175,30 +172,11 @@ def test_serves_files_only_from_output_and_temp_dirs(studio, client):
 
 
 # ------------------------------------------------------------------------------ browser
-@pytest.fixture(scope="module")
-def browser():
-    if shutil.which("chromium") is None:
-        pytest.skip("no `chromium` on PATH (.ci/run installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def page(browser, studio):
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.set_default_timeout(60_000)
-    page.goto(studio.url)
-    page.wait_for_selector("#tab-t2v .prompt-box textarea")
+    page = open_app(browser, studio.url, height=1100)
     yield page
     page.close()
-
-
-PLAYABLE = """sel => { const v = document.querySelector(sel);
-    return v !== null && v.readyState >= 3 && v.duration > 0 && v.videoWidth > 0; }"""
 
 
 @pytest.mark.browser

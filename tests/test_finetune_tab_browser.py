@@ -6,7 +6,6 @@ What is looked at is the page: the radio and dropdown states, the rendered SVG o
 
 import json
 import re
-import shutil
 import time
 
 import pytest
@@ -16,8 +15,6 @@ from studio_app import start_app
 from training.run_lock import lock_holder
 from training.demo.shapes_dataset import write_dataset
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 STEPS = 100
 
 pytestmark = pytest.mark.browser
@@ -28,18 +25,6 @@ def studio(tmp_path_factory):
     app = start_app(tmp_path_factory.mktemp("finetune-tab"), preset="demo")
     yield app
     app.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if shutil.which("chromium") is None:
-        pytest.skip("no `chromium` on PATH (.ci/run installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def open_tab(browser, studio):

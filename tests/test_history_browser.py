@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
+from browser_pages import open_app
 from studio_app import start_app
-from test_app_server import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 VIDEOS = 30  # more than one page of 24
@@ -44,24 +44,9 @@ def studio(tmp_path_factory):
     app.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if shutil.which("chromium") is None:
-        pytest.skip("no `chromium` on PATH (.ci/run installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def page(browser, studio):
-    page = browser.new_page(viewport={"width": 1400, "height": 1200})
-    page.set_default_timeout(60_000)
-    page.goto(studio.url)
-    page.wait_for_selector("#tab-t2v .prompt-box textarea")
+    page = open_app(browser, studio.url, height=1200)
     yield page
     page.close()
 

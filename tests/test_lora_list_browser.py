@@ -4,7 +4,6 @@ is picked, each row has its own weight, the video is the one the CLI makes with 
 
 import json
 import re
-import shutil
 
 import av
 import numpy as np
@@ -13,8 +12,8 @@ import torch
 
 from opensora.cli import main
 from opensora.lora import write_lora_file
+from browser_pages import PLAYABLE, open_app
 from studio_app import start_app
-from test_app_server import CHROMIUM_ARGS, PLAYABLE
 
 pytestmark = pytest.mark.browser
 
@@ -40,19 +39,10 @@ def studio(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(studio):
-    if shutil.which("chromium") is None:
-        pytest.skip("no `chromium` on PATH (.ci/run installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        page.set_default_timeout(90_000)
-        page.goto(studio.url)
-        page.wait_for_selector("#tab-t2v .prompt-box textarea")
-        yield page
-        browser.close()
+def page(browser, studio):
+    page = open_app(browser, studio.url, height=1400)
+    yield page
+    page.close()
 
 
 def frames_of(path) -> np.ndarray:

@@ -3,7 +3,6 @@ per-preset frame limits, the aspect ratio following the image, one seed per vide
 picker per preset, references kept beside the videos, and the status lines."""
 
 import json
-import shutil
 
 import av
 import numpy as np
@@ -11,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from browser_pages import PLAYABLE, open_app
 from studio_app import start_app
-from test_app_server import CHROMIUM_ARGS, PLAYABLE
 
 pytestmark = pytest.mark.browser
 
@@ -34,24 +33,9 @@ def demo_app(tmp_path_factory):
     app.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if shutil.which("chromium") is None:
-        pytest.skip("no `chromium` on PATH (.ci/run installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def page(browser, demo_app):
-    page = browser.new_page(viewport={"width": 1400, "height": 1200})
-    page.set_default_timeout(60_000)
-    page.goto(demo_app.url)
-    page.wait_for_selector("#tab-t2v .prompt-box textarea")
+    page = open_app(browser, demo_app.url, height=1200)
     yield page
     page.close()
 

@@ -1,13 +1,12 @@
 """The live preview in a real Chromium (#31.2), on the demo preset: the result column's preview image
 changes during a run before the video appears, goes when the video is there, and stays after Cancel."""
 
-import shutil
 
 import pytest
 
 from studio_app import start_app
-from test_app_server import CHROMIUM_ARGS, PLAYABLE
 from test_new_user_browser import set_number
+from browser_pages import PLAYABLE, open_app
 
 pytestmark = pytest.mark.browser
 
@@ -34,19 +33,10 @@ def demo_app(tmp_path_factory):
 
 
 @pytest.fixture
-def page(demo_app):
-    if shutil.which("chromium") is None:
-        pytest.skip("no `chromium` on PATH (.ci/run installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.set_default_timeout(120_000)
-        page.goto(demo_app.url)
-        page.wait_for_selector("#tab-t2v .prompt-box textarea")
-        yield page
-        browser.close()
+def page(browser, demo_app):
+    page = open_app(browser, demo_app.url, height=1200, timeout_ms=120000)
+    yield page
+    page.close()
 
 
 def test_preview_changes_during_the_run_before_the_video_and_stays_after_cancel(page):

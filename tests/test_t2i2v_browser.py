@@ -4,14 +4,13 @@ settings" ticks the toggle again."""
 
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from browser_pages import PLAYABLE, open_app
 from studio_app import start_app
-from test_app_server import CHROMIUM_ARGS, PLAYABLE
 
 pytestmark = pytest.mark.browser
 
@@ -26,19 +25,10 @@ def studio(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(studio):
-    if shutil.which("chromium") is None:
-        pytest.skip("no `chromium` on PATH (.ci/run installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.set_default_timeout(90_000)
-        page.goto(studio.url)
-        page.wait_for_selector("#tab-t2v .prompt-box textarea")
-        yield page
-        browser.close()
+def page(browser, studio):
+    page = open_app(browser, studio.url, height=1100)
+    yield page
+    page.close()
 
 
 IMAGE_SHOWN = """() => { const img = document.querySelector('#tab-t2v .result-image img');

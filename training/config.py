@@ -255,15 +255,20 @@ def _check(where: str, value, low, high, low_open: bool = False, high_open: bool
         raise UserError(f"{where} is {value!r}; allowed range {left}{low:g}, {high:g}{right}")
 
 
+def check_trainable_preset(config: TrainConfig) -> None:
+    """The trainer builds an MMDiT: an Open-Sora 1.2 preset is refused before a run starts. (Not in
+    `validate`: a recipe validates steps whose preset copies earlier steps have yet to write.)"""
+    preset = load_preset(config.preset)  # torch-free
+    if preset.family != FAMILY_V2:
+        raise UserError(f"preset {preset.name} is {preset.family_name}: the trainer fine-tunes Open-Sora 2.0 "
+                        "presets (the MMDiT) only; Open-Sora 1.2 presets generate but do not train")
+
+
 def validate(config: TrainConfig) -> TrainConfig:
     """Every value inside its range, and the required ones present. Returns the config."""
     for name, flag in (("preset", "--preset"), ("data", "--data"), ("output_dir", "--output-dir")):
         if not getattr(config, name):
             raise UserError(f"{flag} is required (or set `{name}` in the training config TOML)")
-    preset = load_preset(config.preset)  # torch-free; names a missing preset
-    if preset.family != FAMILY_V2:
-        raise UserError(f"preset {preset.name} is {preset.family_name}: the trainer fine-tunes Open-Sora 2.0 "
-                        "presets (the MMDiT) only; Open-Sora 1.2 presets generate but do not train")
     if config.mode not in MODES:
         raise UserError(f"mode is {config.mode!r}; allowed: {', '.join(MODES)}")
     if config.init not in INITS:

@@ -127,8 +127,10 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_json())
         return 0
+    from training.config import check_trainable_preset
     from training.trainer import train
 
+    check_trainable_preset(config)
     result = train(config, resume=args.resume)
     summary = {
         "state": result.state, "step": result.step, "total_steps": result.total_steps, "output": result.output,
