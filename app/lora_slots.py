@@ -16,7 +16,7 @@ from app.training_runs import lora_choices
 from opensora.generation_settings import LoraChoice
 
 MAX_LORAS = 3
-# The form's field names (SettingsForm attributes, the tabs' function parameters), row by row.
+# The form's field names (SettingsForm.control, the tabs' function parameters), row by row.
 PICKERS = tuple("lora" if k == 0 else f"lora_{k + 1}" for k in range(MAX_LORAS))
 SCALES = tuple("lora_scale" if k == 0 else f"lora_scale_{k + 1}" for k in range(MAX_LORAS))
 DEFAULT_SCALE = 1.0
