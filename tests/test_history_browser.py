@@ -185,11 +185,18 @@ def test_extend_from_history_makes_one_longer_video(page, studio):
     select(history, f"#{LONG:04d}")
     history.get_by_text("Extend this video").click()
     seconds = history.locator(".extend-seconds input")
+    # The selection sets the default length (the video's own); typing before it lands would be overwritten.
+    page.wait_for_function("() => document.querySelector('#tab-history .extend-seconds input').value !== ''")
     seconds.fill("4.625")  # 37 frames at tiny-random's 8 fps: one short part of 37 (4 new frames)
     seconds.press("Tab")
+    assert seconds.input_value() == "4.625"  # not overwritten by the selection's default length
     history.locator(".extend-button").click()
     status = markdown(history, ".extend-status")
-    status.get_by_text("33 → 37 frames").wait_for(timeout=240_000)
+    # Done, or an error toast: either way the assertion below says what the page said.
+    page.wait_for_function("() => document.querySelector('#tab-history .extend-status').innerText.includes('→')"
+                           " || document.querySelector('.toast-body') !== null", timeout=240_000)
+    toasts = page.locator(".toast-body").all_inner_texts()
+    assert "33 → 37 frames" in status.inner_text(), (status.inner_text(), toasts)
     name = re.search(r"\d{4}\.mp4", status.inner_text()).group(0)
     sidecar = json.loads((studio.output_dir / name).with_suffix(".json").read_text())
     assert sidecar["prompt"] == f"a cat number {LONG}" and sidecar["num_steps"] == 2  # the source's own settings

@@ -144,8 +144,9 @@ def test_run_refuses_bad_runtime_flags(tmp_path, capsys):
 
 def test_ctrl_c_puts_the_running_job_back_in_the_queue(tmp_path, capsys):
     out = tmp_path / "out"
-    # 2 x 500 steps of 33 frames: still running 3 s in on a fast machine (400 steps of 5 frames were not)
-    assert add(out, "--prompt", "a long one", "--num-frames", "33", "--num-steps", "500", "--num-sample", "2") == 0
+    # The demo model, 200 steps (~12 s of steps here): still running 3 s in (tiny-random's 1000 steps were not)
+    assert add(out, "--preset", "demo", "--prompt", "a red circle moving right on a black background",
+               "--num-steps", "200") == 0
     job_id = capsys.readouterr().out.split()[0]
     queue = JobQueue(out)
     runner = subprocess.Popen([sys.executable, "-m", "opensora", "queue", "run", "--output-dir", str(out),
