@@ -186,7 +186,7 @@ def test_extend_from_history_makes_one_longer_video(page, studio):
     history.get_by_text("Extend this video").click()
     seconds = history.locator(".extend-seconds input")
     # The selection sets the default length (the video's own); typing before it lands would be overwritten.
-    page.wait_for_function("() => document.querySelector('#tab-history .extend-seconds input').value !== ''")
+    page.wait_for_function("() => (document.querySelector('#tab-history .extend-seconds input')?.value ?? '') !== ''")
     seconds.fill("4.625")  # 37 frames at tiny-random's 8 fps: one short part of 37 (4 new frames)
     seconds.press("Tab")
     assert seconds.input_value() == "4.625"  # not overwritten by the selection's default length

@@ -88,7 +88,9 @@ def test_an_app_job_and_a_cli_job_each_run_exactly_once(tmp_path, capsys):
 
     runner = subprocess.Popen([sys.executable, "-m", "opensora", "queue", "run", "--output-dir", str(out),
                                "--device", "cpu"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+                              text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # (SIG_DFL: a terminal's Ctrl-C; the suite's process may be ignoring SIGINT by now, and a child
+    # inherits that, so Python would install no KeyboardInterrupt handler.)
     try:
         deadline = time.monotonic() + 120
         while queue.get(app_job.id).state == "queued" and time.monotonic() < deadline:
@@ -151,7 +153,9 @@ def test_ctrl_c_puts_the_running_job_back_in_the_queue(tmp_path, capsys):
     queue = JobQueue(out)
     runner = subprocess.Popen([sys.executable, "-m", "opensora", "queue", "run", "--output-dir", str(out),
                                "--device", "cpu"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+                              text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # (SIG_DFL: a terminal's Ctrl-C; the suite's process may be ignoring SIGINT by now, and a child
+    # inherits that, so Python would install no KeyboardInterrupt handler.)
     try:
         deadline = time.monotonic() + 120
         while queue.get(job_id).state != "running" and time.monotonic() < deadline:

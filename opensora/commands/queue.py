@@ -165,12 +165,14 @@ def run_queue(args: argparse.Namespace) -> int:
             else:
                 break
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        # A second Ctrl-C must not cut the clean-up short.
+        interrupt_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
         for progress in worker.progress.values():
             progress.close()
         back = queue.recover()  # as after an app restart: partial videos deleted, the job queued again
         print(f"interrupted: {', '.join(j.id for j in back) or 'no job was running'}"
               + (" back in the queue" if back else ""), file=sys.stderr)
+        signal.signal(signal.SIGINT, interrupt_handler)  # as it was, for a caller in the same process
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
