@@ -66,8 +66,12 @@ def slot_values(loras: list[LoraChoice]) -> tuple[list[str], list[float]]:
 
 
 def compacted_updates(*values) -> list:
-    """After the user picks in a row: the chosen LoRAs moved to the first rows (a "none" row removed)."""
-    paths, scales = slot_values(chosen_loras(list(values[:MAX_LORAS]), list(values[MAX_LORAS:])))
+    """After the user picks in a row: the chosen LoRAs moved to the first rows (a "none" row removed).
+    Nothing is sent back when no row moves, so a weight typed meanwhile is not reset to the old one."""
+    before = list(values[:MAX_LORAS])
+    paths, scales = slot_values(chosen_loras(before, list(values[MAX_LORAS:])))
+    if paths == before:
+        return [gr.update() for _ in range(2 * MAX_LORAS)]
     return [*paths, *scales]
 
 

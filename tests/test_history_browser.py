@@ -187,9 +187,13 @@ def test_extend_from_history_makes_one_longer_video(page, studio):
     seconds = history.locator(".extend-seconds input")
     # The selection sets the default length (the video's own); typing before it lands would be overwritten.
     page.wait_for_function("() => (document.querySelector('#tab-history .extend-seconds input')?.value ?? '') !== ''")
-    seconds.fill("4.625")  # 37 frames at tiny-random's 8 fps: one short part of 37 (4 new frames)
-    seconds.press("Tab")
-    assert seconds.input_value() == "4.625"  # not overwritten by the selection's default length
+    for _ in range(10):  # typed again if the selection's default (the video's own length) landed after it
+        seconds.fill("4.625")  # 37 frames at tiny-random's 8 fps: one short part of 37 (4 new frames)
+        seconds.press("Tab")
+        page.wait_for_timeout(1000)
+        if seconds.input_value() == "4.625":
+            break
+    assert seconds.input_value() == "4.625"
     history.locator(".extend-button").click()
     status = markdown(history, ".extend-status")
     # Done, or an error toast: either way the assertion below says what the page said.
