@@ -36,3 +36,10 @@ def open_app(browser, url: str, height: int = 1200, timeout_ms: int = 90_000):
     page.goto(url)
     page.wait_for_selector("#tab-t2v .prompt-box textarea")
     return page
+
+
+def set_number(scope, label: str, value) -> None:
+    """Type `value` into the number box of the slider or number labelled `label`, as a user does."""
+    box = scope.get_by_label(f"number input for {label}")
+    box.fill(str(value))
+    box.press("Enter")

@@ -12,7 +12,7 @@ import torch
 
 from opensora.cli import main
 from opensora.lora import write_lora_file
-from browser_pages import PLAYABLE, open_app
+from browser_pages import PLAYABLE, open_app, set_number
 from studio_app import start_app
 
 pytestmark = pytest.mark.browser
@@ -55,12 +55,6 @@ def pick(page, tab, label: str, option: str) -> None:
     row = tab.locator(".lora-row").filter(has=page.get_by_label(label, exact=True))
     row.get_by_label(label, exact=True).click()
     row.get_by_role("option", name=option).click()
-
-
-def set_number(tab, label: str, value) -> None:
-    box = tab.get_by_label(f"number input for {label}")
-    box.fill(str(value))
-    box.press("Enter")
 
 
 def test_two_loras_with_weights_apply_as_in_the_cli_and_reuse_restores_them(page, studio, tmp_path):

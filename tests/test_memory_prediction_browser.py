@@ -5,9 +5,8 @@ import re
 
 import pytest
 
+from browser_pages import open_app, set_number
 from studio_app import start_app
-from test_new_user_browser import set_number
-from browser_pages import open_app
 
 pytestmark = pytest.mark.browser
 

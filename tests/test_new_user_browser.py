@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from browser_pages import PLAYABLE, open_app
+from browser_pages import PLAYABLE, open_app, set_number
 from studio_app import start_app
 
 pytestmark = pytest.mark.browser
@@ -48,12 +48,6 @@ def frames_of(path) -> np.ndarray:
 def newest_sidecars(app, count: int) -> list[dict]:
     paths = sorted(app.output_dir.glob("[0-9]*.json"))[-count:]
     return [json.loads(p.read_text()) for p in paths]
-
-
-def set_number(tab, label: str, value) -> None:
-    box = tab.get_by_label(f"number input for {label}")
-    box.fill(str(value))
-    box.press("Enter")
 
 
 def test_demo_form_limits_placeholder_and_refine_default(page):

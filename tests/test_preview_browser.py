@@ -4,9 +4,8 @@ changes during a run before the video appears, goes when the video is there, and
 
 import pytest
 
+from browser_pages import PLAYABLE, open_app, set_number
 from studio_app import start_app
-from test_new_user_browser import set_number
-from browser_pages import PLAYABLE, open_app
 
 pytestmark = pytest.mark.browser
 
